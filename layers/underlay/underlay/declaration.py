@@ -1,0 +1,287 @@
+"""The one declaration of Underlay's shape.
+
+Routes (with their function and scope), functions, tables, buckets, queues, the event bus and schedules are
+declared here once. The CDK app (`infra/`), the local stack, the OpenAPI document, the authorizer and the HTTP
+app factory all read this module, and `tests/unit/test_declaration.py` proves they agree.
+
+This module is imported on every cold start (the authorizer uses it to find a route's scope), so it is plain
+dataclasses and nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Literal
+
+Access = Literal["read", "write", "read_write", "describe", "put_only"]
+
+SCOPES: tuple[str, ...] = (
+    "platform:read",
+    "platform:admin",
+    "cache:admin",
+    "flags:read",
+    "flags:write",
+    "flags:evaluate",
+    "config:read",
+    "config:write",
+    "audit:read",
+    "audit:export",
+    "jobs:read",
+    "jobs:write",
+    "metrics:read",
+)
+ADMIN_SCOPE = "platform:admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One HTTP route. `scope=None` means public (no authorizer)."""
+
+    method: str
+    path: str
+    function: str
+    scope: str | None
+    summary: str
+
+    @property
+    def key(self) -> str:
+        """The API Gateway route key, e.g. `GET /v1/health`."""
+        return f"{self.method} {self.path}"
+
+    @property
+    def public(self) -> bool:
+        return self.scope is None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a function may do with a declared resource. `kind` is table, bucket, queue or bus."""
+
+    kind: Literal["table", "bucket", "queue", "bus"]
+    name: str  # a declared resource name, or "*" for every resource of that kind
+    access: Access
+
+
+@dataclass(frozen=True, slots=True)
+class Function:
+    name: str
+    description: str
+    memory_mb: int = 256
+    timeout_s: int = 10
+    needs_redis: bool = False  # placed in the VPC next to ElastiCache
+    grants: tuple[Grant, ...] = ()
+
+    @property
+    def handler(self) -> str:
+        """The Lambda handler string; every function ships the same `functions/` package."""
+        return f"functions.{self.name}.app.handler"
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    name: str
+    partition_key: str
+    sort_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    partition_key: str = "pk"
+    sort_key: str | None = "sk"
+    ttl_attribute: str | None = None
+    indexes: tuple[Index, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    name: str
+    object_lock: bool = False
+    versioned: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """A work queue. Every queue gets a dead-letter queue named `<name>-dlq`."""
+
+    name: str
+    max_receive_count: int = 3
+    worker_timeout_s: int = 60  # visibility timeout is 6x this (SPEC: never a duplicate run on retry)
+    description: str = ""
+
+    @property
+    def dlq_name(self) -> str:
+        return f"{self.name}-dlq"
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        return 6 * self.worker_timeout_s
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A recurring job, deployed as an EventBridge Scheduler schedule."""
+
+    name: str
+    cron: str  # six-field EventBridge form without the `cron()` wrapper, e.g. "0 * * * ? *"
+    timezone: str
+    job_type: str
+    payload: dict[str, object] = field(default_factory=dict)
+    overlap: Literal["skip", "allow"] = "skip"
+
+
+# --- functions ----------------------------------------------------------------------------------
+
+FUNCTIONS: tuple[Function, ...] = (
+    Function(
+        name="authorizer",
+        description="HTTP API Lambda REQUEST authorizer (JWT, JWKS, scopes per route).",
+        memory_mb=256,
+        timeout_s=5,
+    ),
+    Function(
+        name="health",
+        description="Health API: live, ready, details per component, history. Also serves the OpenAPI document.",
+        memory_mb=512,
+        timeout_s=10,
+        needs_redis=True,
+        grants=(
+            Grant("table", "*", "describe"),
+            Grant("table", "health_history", "read"),
+            Grant("bucket", "*", "describe"),
+            Grant("queue", "*", "describe"),
+        ),
+    ),
+)
+
+# --- routes -------------------------------------------------------------------------------------
+
+_HEALTH_COMPONENT_ROUTES = (
+    ("database", "DynamoDB tables and S3 buckets"),
+    ("cache", "Redis"),
+    ("services", "External HTTP services from config"),
+    ("jobs", "Job queues and their dead-letter queues"),
+)
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/health", "health", None, "Overall health (public, no component detail)"),
+    Route("GET", "/v1/health/live", "health", None, "Liveness: the process answers"),
+    Route("GET", "/v1/health/ready", "health", None, "Readiness: every critical dependency answers"),
+    Route("GET", "/v1/health/details", "health", "platform:read", "Every component check with measurements"),
+    *(
+        Route("GET", f"/v1/health/{name}", "health", "platform:read", f"Health of {what}")
+        for name, what in _HEALTH_COMPONENT_ROUTES
+    ),
+    Route("GET", "/v1/health/history", "health", "platform:read", "Health snapshots, newest first"),
+    Route("GET", "/v1/openapi.json", "health", None, "The OpenAPI 3 document for the whole API"),
+    Route("GET", "/v1/docs", "health", None, "Swagger UI (assets served locally)"),
+)
+
+# API Gateway sends requests that match no route here, so unknown routes and wrong methods get problem+json.
+DEFAULT_ROUTE_FUNCTION = "health"
+
+# --- data ---------------------------------------------------------------------------------------
+
+TABLES: tuple[Table, ...] = (
+    Table("flags", description="Feature flags and segments"),
+    Table("config", description="Runtime settings, versioned"),
+    Table("audit", description="Audit entries and chain heads"),
+    Table("jobs", ttl_attribute="expires_at", description="Job records and history"),
+    Table(
+        "idempotency",
+        partition_key="id",
+        sort_key=None,
+        ttl_attribute="expiration",
+        description="Powertools Idempotency records",
+    ),
+    Table("health_history", ttl_attribute="expires_at", description="Health snapshots"),
+)
+
+BUCKETS: tuple[Bucket, ...] = (
+    Bucket("audit", object_lock=True, versioned=True, description="Audit digests, archives and exports"),
+    Bucket("storage", versioned=True, description="Application objects (storage client)"),
+)
+
+QUEUES: tuple[Queue, ...] = (
+    Queue("jobs-high", description="High-priority jobs"),
+    Queue("jobs-normal", description="Normal-priority jobs"),
+    Queue("jobs-low", description="Low-priority jobs"),
+)
+
+EVENT_BUS = "underlay"
+
+SCHEDULES: tuple[Schedule, ...] = ()
+
+
+# --- look-ups -----------------------------------------------------------------------------------
+
+
+def function(name: str) -> Function:
+    for fn in FUNCTIONS:
+        if fn.name == name:
+            return fn
+    raise KeyError(f"undeclared function {name!r}")
+
+
+def routes_for(function_name: str) -> tuple[Route, ...]:
+    return tuple(r for r in ROUTES if r.function == function_name)
+
+
+@lru_cache(maxsize=1)
+def _routes_by_key() -> dict[str, Route]:
+    return {r.key: r for r in ROUTES}
+
+
+def route(route_key: str) -> Route | None:
+    """The declared route for an API Gateway route key (`GET /v1/health`), if any."""
+    return _routes_by_key().get(route_key)
+
+
+def _path_regex(path: str) -> re.Pattern[str]:
+    pattern = re.sub(r"\\\{[A-Za-z_][A-Za-z0-9_]*\\\}", "([^/]+)", re.escape(path))
+    return re.compile(f"^{pattern}$")
+
+
+@lru_cache(maxsize=1)
+def _compiled() -> tuple[tuple[re.Pattern[str], Route], ...]:
+    # Literal routes before templated ones, as API Gateway matches the most specific route first.
+    ordered = sorted(ROUTES, key=lambda r: r.path.count("{"))
+    return tuple((_path_regex(r.path), r) for r in ordered)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    route: Route | None  # the route for this method and path
+    allowed: tuple[str, ...]  # methods declared for this path (non-empty with route=None means 405)
+    path_parameters: dict[str, str]
+
+
+def match(method: str, path: str) -> Match:
+    """Match a request the way API Gateway would: the route, or the methods the path allows."""
+    allowed: list[str] = []
+    found: Route | None = None
+    params: dict[str, str] = {}
+    for regex, candidate in _compiled():
+        m = regex.match(path)
+        if not m:
+            continue
+        if candidate.method == method.upper() and found is None:
+            found = candidate
+            names = re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", candidate.path)
+            params = dict(zip(names, m.groups(), strict=True))
+        allowed.append(candidate.method)
+    return Match(found, tuple(sorted(set(allowed))), params)
+
+
+def has_scope(granted: frozenset[str] | set[str], required: str | None) -> bool:
+    """`platform:admin` implies every scope."""
+    return required is None or required in granted or ADMIN_SCOPE in granted
+
+
+def env_name(kind: str, name: str) -> str:
+    """The environment variable that carries a resource's physical name/URL, read by settings."""
+    return f"UNDERLAY_{kind.upper()}S__{name.upper().replace('-', '_')}"
