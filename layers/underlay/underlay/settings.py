@@ -1,5 +1,8 @@
 """Typed settings for every function: pydantic models, `UNDERLAY_` env prefix, validated once, lazily.
 
+The env source is a few lines here rather than pydantic-settings, whose import (asyncio, importlib.metadata)
+costs more cold start than everything else this module does.
+
 Nothing reads settings at import time. `get_settings()` builds them on first use and caches them;
 `reset_settings()` drops the cache (tests, and hot reload later).
 
@@ -8,28 +11,18 @@ Nested values use `__`: `UNDERLAY_AUTH__AUDIENCE=underlay`, `UNDERLAY_TABLES__FL
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from underlay.auth_settings import AuthSettings
 
 Stage = Literal["dev", "staging", "prod"]
-
-
-class AuthSettings(BaseModel):
-    issuer: str = "https://issuer.underlay.local"
-    audience: str = "underlay"
-    jwks_url: str = "http://127.0.0.1:3000/.well-known/jwks.json"
-    algorithms: list[Literal["RS256", "ES256"]] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
-    leeway_seconds: int = Field(default=30, ge=0, le=300)
-    tier_claim: str = "tier"
-    tenant_claim: str = "tenant"
-    roles_claim: str = "roles"
-    jwks_cache_seconds: int = Field(default=300, ge=0)
-    jwks_refresh_interval_seconds: int = Field(default=60, ge=1)  # at most one refresh per minute on unknown kid
-    jwks_timeout_seconds: float = Field(default=2.0, gt=0)
 
 
 class RedisSettings(BaseModel):
@@ -76,13 +69,8 @@ class ObservabilitySettings(BaseModel):
     metrics_namespace: str = "Underlay"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="UNDERLAY_",
-        env_nested_delimiter="__",
-        case_sensitive=False,
-        extra="ignore",
-    )
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="ignore")
 
     stage: Stage = "dev"
     service: str = "underlay"
@@ -116,9 +104,37 @@ def detect_stage() -> Stage:
     return value if value in ("dev", "staging", "prod") else "dev"  # type: ignore[return-value]
 
 
+ENV_PREFIX = "UNDERLAY_"
+
+
+def env_source(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """`UNDERLAY_A__B=v` → `{"a": {"b": v}}`; values that look like JSON lists/objects are parsed."""
+    data: dict[str, Any] = {}
+    for name, value in (os.environ if environ is None else environ).items():
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            parsed: Any = value
+            if value[:1] in "[{":
+                try:
+                    parsed = json.loads(value)
+                except ValueError:
+                    parsed = value  # let validation name the field
+            node[path[-1]] = parsed
+    return data
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The effective settings, validated once. Raises pydantic `ValidationError` naming every bad field."""
+    return Settings.model_validate(env_source())
 
 
 def reset_settings() -> None:

@@ -1,0 +1,85 @@
+"""boto3 clients, created on first use and reused across invocations, plus a botocore call counter.
+
+Every Underlay client comes from `client(service)`: one session, tight timeouts for Lambda, standard
+retries. `count_aws_calls()` counts the API calls those clients make (tests and `make bench` use it).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+_lock = threading.Lock()
+_clients: dict[str, Any] = {}
+_session: Any = None
+_calls: Counter[str] = Counter()
+
+
+def _count_call(model: Any = None, **_: Any) -> None:
+    # botocore `before-call` hook: one event per API call attempt made by our clients.
+    name = f"{model.service_model.service_name}.{model.name}" if model is not None else "unknown"
+    with _lock:
+        _calls[name] += 1
+
+
+def session() -> Any:
+    global _session
+    if _session is None:
+        import boto3
+
+        _session = boto3.session.Session()
+        _session.events.register("before-call.*.*", _count_call)
+    return _session
+
+
+def client(service: str) -> Any:
+    """A cached boto3 client. Endpoints come from the standard AWS_ENDPOINT_URL variables (moto locally)."""
+    found = _clients.get(service)
+    if found is not None:
+        return found
+    with _lock:
+        if service not in _clients:
+            from botocore.config import Config
+
+            config = Config(
+                connect_timeout=1,
+                read_timeout=2,
+                retries={"mode": "standard", "max_attempts": 2},
+            )
+            _clients[service] = session().client(service, config=config)
+        return _clients[service]
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests switching endpoints or credentials)."""
+    global _session
+    with _lock:
+        _clients.clear()
+        _session = None
+
+
+class AwsCallCount:
+    """What `count_aws_calls()` yields: `total` and `by_operation` after (or during) the block."""
+
+    def __init__(self) -> None:
+        self._start = Counter(_calls)
+
+    @property
+    def by_operation(self) -> dict[str, int]:
+        with _lock:
+            diff = Counter(_calls)
+        diff.subtract(self._start)
+        return {k: v for k, v in diff.items() if v > 0}
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_operation.values())
+
+
+@contextmanager
+def count_aws_calls() -> Iterator[AwsCallCount]:
+    """Count AWS API calls made through `underlay.aws` clients inside the block."""
+    yield AwsCallCount()

@@ -1,0 +1,297 @@
+"""The HTTP app factory: every API function is `app = create_app("<function>")` plus declared routes.
+
+`UnderlayApp` is a Powertools `APIGatewayHttpResolver` (validation and OpenAPI on) that adds, in one place:
+- routes registered from the declaration (`@app.handles("GET /v1/health")`), so scope, summary and path
+  come from `underlay.declaration` and an undeclared route fails at import;
+- correlation id (`X-Correlation-ID` / `X-Request-ID`, else generated) and W3C `traceparent` handling;
+- authentication and scope enforcement read from the route declaration (defence in depth behind the authorizer);
+- the body limit (413), content type (415) and malformed JSON (400) checks before any handler runs;
+- CORS origins from settings;
+- problem+json for every error (404/405 from the declaration, 422 from validation, 500 without a trace);
+- one access-log line per request (method, route, status, duration_ms) and EMF request metrics.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from underlay import declaration
+from underlay.errors import (
+    PROBLEM_CONTENT_TYPE,
+    ConfigInvalidError,
+    InsufficientScopeError,
+    MalformedBodyError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    UnderlayError,
+    UnsupportedMediaTypeError,
+    ValidationFailedError,
+    field_errors_from_pydantic,
+    problem,
+)
+from underlay.observability import get_logger, get_metrics, get_tracer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+_TRACEPARENT = re.compile(r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_cold_start = True
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def new_traceparent() -> str:
+    return f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+
+
+class RequestIdentity:
+    """The caller as the authorizer described it (`requestContext.authorizer.lambda`)."""
+
+    __slots__ = ("roles", "scopes", "sub", "tenant", "tier")
+
+    def __init__(self, context: dict[str, Any]) -> None:
+        self.sub: str = str(context.get("sub", ""))
+        self.scopes: frozenset[str] = frozenset(str(context.get("scopes", "")).split())
+        self.tier: str = str(context.get("tier", "") or "free")
+        self.tenant: str = str(context.get("tenant", ""))
+        self.roles: tuple[str, ...] = tuple(r for r in str(context.get("roles", "")).split(",") if r)
+
+
+class UnderlayApp(APIGatewayHttpResolver):
+    def __init__(self, function: str) -> None:
+        super().__init__(enable_validation=True)
+        self.function = function
+        self.correlation_id = ""
+        self.traceparent = ""
+        self.identity: RequestIdentity | None = None
+        self.exception_handler(UnderlayError)(self._on_underlay_error)
+        self.exception_handler(RequestValidationError)(self._on_validation_error)
+        self.exception_handler(Exception)(self._on_unexpected_error)
+        self.not_found(self._on_not_found)
+
+    # --- routes ---------------------------------------------------------------------------------
+
+    def handles(self, route_key: str, **kwargs: Any) -> Callable[[F], F]:
+        """Register a handler for a declared route (`"GET /v1/health"`). Undeclared routes fail at import."""
+        declared = declaration.route(route_key)
+        if declared is None or declared.function != self.function:
+            raise ValueError(f"{route_key!r} is not declared for function {self.function!r}")
+        rule = re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", r"<\1>", declared.path)
+        security = None if declared.public else [{"bearerAuth": [declared.scope]}]
+        return self.route(  # type: ignore[return-value]
+            rule,
+            declared.method,
+            summary=declared.summary,
+            tags=[self.function],
+            security=security,
+            operation_id=f"{self.function}_{declared.method.lower()}_{rule.strip('/').replace('/', '_')}",
+            **kwargs,
+        )
+
+    def served_route_keys(self) -> set[str]:
+        """`METHOD /path` for every route this app serves (the declaration test compares these)."""
+        keys = set()
+        for route in self._static_routes + self._dynamic_routes:
+            path = re.sub(r"<([A-Za-z_][A-Za-z0-9_]*)>", r"{\1}", route.path)
+            keys.add(f"{route.method.upper()} {path}")
+        return keys
+
+    # --- the Lambda entry point -----------------------------------------------------------------
+
+    def lambda_handler(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        global _cold_start
+        started = time.perf_counter()
+        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+        http = (event.get("requestContext") or {}).get("http") or {}
+        method = str(http.get("method", "GET")).upper()
+        path = str(event.get("rawPath") or http.get("path") or "/")
+        supplied = headers.get("x-correlation-id") or headers.get("x-request-id") or ""
+        self.correlation_id = supplied if _CORRELATION_ID.match(supplied) else str(uuid.uuid4())
+        incoming = headers.get("traceparent", "")
+        self.traceparent = incoming if _TRACEPARENT.match(incoming) else new_traceparent()
+        self.identity = None
+        route_key = str(event.get("routeKey") or "")
+
+        logger = get_logger()
+        logger.append_keys(
+            correlation_id=self.correlation_id,
+            cold_start=_cold_start,
+            trace_id=self.traceparent.split("-")[1],
+            method=method,
+            path=path,
+        )
+        _cold_start = False
+        try:
+            self._check_request(event, method, path, route_key, headers)
+            tracer = get_tracer()
+            if tracer is None:
+                response = self.resolve(event, context)
+            else:
+                with tracer.provider.in_subsegment(f"## {method} {path}"):
+                    response = self.resolve(event, context)
+        except UnderlayError as error:
+            response = self._problem_event(error, path)
+        except Exception as error:  # settings that fail validation, and anything the resolver let through
+            response = self._problem_event(self._unexpected(error), path)
+
+        status = int(response.get("statusCode", 500))
+        out_headers = response.setdefault("headers", {})
+        out_headers["X-Correlation-ID"] = self.correlation_id
+        out_headers["traceparent"] = self.traceparent
+        out_headers.update(self._cors_headers(headers.get("origin")))
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        route = route_key if route_key and route_key != "$default" else path
+        logger.info(
+            "request",
+            extra={
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": duration_ms,
+                "user": self.identity.sub if self.identity else None,
+            },
+        )
+        self._emit_request_metrics(status, duration_ms)
+        return response
+
+    # --- checks before any handler --------------------------------------------------------------
+
+    def _check_request(
+        self, event: dict[str, Any], method: str, path: str, route_key: str, headers: dict[str, str]
+    ) -> None:
+        from underlay.settings import get_settings
+
+        settings = get_settings()
+        declared = declaration.route(route_key) or declaration.match(method, path).route
+        if declared is None:
+            return  # the resolver answers 404 or 405 from the declaration
+        body = event.get("body")
+        if body:
+            size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode())
+            if size > settings.http.max_body_bytes:
+                raise PayloadTooLargeError(f"The body is {size} bytes; the limit is {settings.http.max_body_bytes}.")
+            if method in _BODY_METHODS:
+                if not _is_json(headers.get("content-type", "")):
+                    raise UnsupportedMediaTypeError("Send the body as application/json.")
+                try:
+                    raw = base64.b64decode(body) if event.get("isBase64Encoded") else body
+                    json.loads(raw)
+                except ValueError as exc:
+                    raise MalformedBodyError("The body is not valid JSON.") from exc
+        if declared.public:
+            return
+        context = ((event.get("requestContext") or {}).get("authorizer") or {}).get("lambda") or {}
+        if not context:
+            raise UnauthorizedError("A bearer token is required.", code="TOKEN_MISSING")
+        if context.get("auth_error"):
+            # The authorizer lets a rejected request through only to have it answered here as problem+json.
+            status = int(context.get("auth_status", 401))
+            detail = str(context.get("auth_detail") or "The token is not valid.")
+            if status == 403:
+                raise InsufficientScopeError(declared.scope or "")
+            raise UnauthorizedError(detail, code=str(context["auth_error"]))
+        self.identity = RequestIdentity(context)
+        if not self.identity.sub:
+            raise UnauthorizedError("The token has no subject.", code="TOKEN_INVALID")
+        if not declaration.has_scope(self.identity.scopes, declared.scope):
+            raise InsufficientScopeError(declared.scope or "")
+
+    def _cors_headers(self, origin: str | None) -> dict[str, str]:
+        if not origin:
+            return {}
+        from underlay.settings import get_settings
+
+        try:
+            allowed = get_settings().http.cors_origins
+        except Exception:
+            return {}
+        if "*" in allowed:
+            return {"Access-Control-Allow-Origin": "*"}
+        if origin in allowed:
+            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        return {}
+
+    # --- errors ---------------------------------------------------------------------------------
+
+    def problem_response(self, error: UnderlayError) -> Response:
+        rendered = problem(error, instance=self._instance(), correlation_id=self.correlation_id)
+        return Response(
+            status_code=rendered.status,
+            content_type=PROBLEM_CONTENT_TYPE,
+            body=rendered.json(),
+            headers=rendered.headers,
+        )
+
+    def _problem_event(self, error: UnderlayError, path: str) -> dict[str, Any]:
+        rendered = problem(error, instance=path, correlation_id=self.correlation_id)
+        return {
+            "statusCode": rendered.status,
+            "headers": {"Content-Type": PROBLEM_CONTENT_TYPE, **rendered.headers},
+            "body": rendered.json(),
+            "isBase64Encoded": False,
+        }
+
+    def _instance(self) -> str:
+        try:
+            return str(self.current_event.raw_path)
+        except Exception:
+            return "/"
+
+    def _on_underlay_error(self, error: UnderlayError) -> Response:
+        if error.status >= 500:
+            get_logger().warning("dependency problem", extra={"code": error.code, "detail": error.detail})
+        return self.problem_response(error)
+
+    def _on_validation_error(self, error: RequestValidationError) -> Response:
+        errors = field_errors_from_pydantic(error.errors())
+        return self.problem_response(ValidationFailedError("The request is not valid.", errors=errors))
+
+    def _on_unexpected_error(self, error: Exception) -> Response:
+        return self.problem_response(self._unexpected(error))
+
+    def _unexpected(self, error: Exception) -> UnderlayError:
+        from pydantic import ValidationError
+
+        if isinstance(error, ValidationError) and error.title == "Settings":
+            fields = [".".join(str(p) for p in e["loc"]) for e in error.errors()]
+            get_logger().error("configuration is invalid", extra={"fields": fields})
+            return ConfigInvalidError("The service configuration is invalid; see the logs for the fields.")
+        get_logger().exception("unhandled error")
+        return UnderlayError("An unexpected error occurred.")
+
+    def _on_not_found(self, _: Exception) -> Response:
+        event = self.current_event
+        matched = declaration.match(event.request_context.http.method, event.raw_path)
+        if matched.allowed and matched.route is None:
+            return self.problem_response(MethodNotAllowedError(event.request_context.http.method, matched.allowed))
+        return self.problem_response(NotFoundError(f"No route matches {event.raw_path}."))
+
+    def _emit_request_metrics(self, status: int, duration_ms: float) -> None:
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        metrics = get_metrics()
+        metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=f"Http{status // 100}xx", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=duration_ms)
+        metrics.flush_metrics()
+
+
+def create_app(function: str) -> UnderlayApp:
+    """The HTTP app for one declared function."""
+    declaration.function(function)  # fail fast on a typo
+    return UnderlayApp(function)
