@@ -53,7 +53,7 @@ class HealthSettings(BaseModel):
     critical: list[Literal["dynamodb", "s3", "redis", "sqs"]] = Field(default_factory=lambda: ["dynamodb"])
     dlq_warn_threshold: int = Field(default=1000, ge=0)
     queue_warn_threshold: int = Field(default=1000, ge=0)
-    latency_warn_ms: float = Field(default=250.0, gt=0)
+    latency_warn_ms: float = Field(default=1000.0, gt=0)
     external_services: list[ExternalService] = Field(default_factory=list)
     history_limit: int = Field(default=50, ge=1, le=500)
 
