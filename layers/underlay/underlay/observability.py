@@ -47,20 +47,24 @@ def _serialize(log: dict[str, Any]) -> str:
     return json.dumps(redact(log), default=str, separators=(",", ":"))
 
 
+def _identity() -> tuple[str, str, str]:
+    """service, stage and log level; from env defaults when the settings themselves are invalid, so the
+    error that says which fields are bad can still be logged."""
+    from underlay.settings import detect_stage, get_settings
+
+    try:
+        settings = get_settings()
+    except Exception:
+        return "underlay", detect_stage(), "INFO"
+    return settings.service, settings.stage, settings.observability.log_level
+
+
 @lru_cache(maxsize=1)
 def get_logger() -> Logger:
     from aws_lambda_powertools import Logger
 
-    from underlay.settings import get_settings
-
-    settings = get_settings()
-    logger = Logger(
-        service=settings.service,
-        level=settings.observability.log_level,
-        json_serializer=_serialize,
-        stage=settings.stage,
-    )
-    return logger
+    service, stage, level = _identity()
+    return Logger(service=service, level=level, json_serializer=_serialize, stage=stage)
 
 
 @lru_cache(maxsize=1)
@@ -69,9 +73,13 @@ def get_metrics() -> Metrics:
 
     from underlay.settings import get_settings
 
-    settings = get_settings()
-    metrics = Metrics(namespace=settings.observability.metrics_namespace, service=settings.service)
-    metrics.set_default_dimensions(stage=settings.stage)
+    try:
+        namespace = get_settings().observability.metrics_namespace
+    except Exception:
+        namespace = "Underlay"
+    service, stage, _ = _identity()
+    metrics = Metrics(namespace=namespace, service=service)
+    metrics.set_default_dimensions(stage=stage)
     return metrics
 
 
@@ -79,7 +87,10 @@ def get_metrics() -> Metrics:
 def get_tracer() -> Tracer | None:
     from underlay.settings import get_settings
 
-    if not get_settings().observability.tracing_enabled:
+    try:
+        if not get_settings().observability.tracing_enabled:
+            return None
+    except Exception:
         return None
     from aws_lambda_powertools import Tracer
 
