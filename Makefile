@@ -37,7 +37,7 @@ test-unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy layers/underlay/underlay functions infra
+	$(BIN)/mypy -p underlay -p functions -p infra
 
 synth: $(STAMP) $(NODE_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk synth --quiet -c stage=$(STAGE)

@@ -1,9 +1,9 @@
 """`underlay`: the developer CLI behind the Makefile targets.
 
-    underlay dev [--port 3000]                      serve the whole API locally
-    underlay token [--sub S] [--scope X ...] [--tier T] [--ttl N]
-    underlay invoke FUNCTION EVENT.json             run one handler on one event and print its answer
-    underlay openapi                                print the OpenAPI document
+underlay dev [--port 3000]                      serve the whole API locally
+underlay token [--sub S] [--scope X ...] [--tier T] [--ttl N]
+underlay invoke FUNCTION EVENT.json             run one handler on one event and print its answer
+underlay openapi                                print the OpenAPI document
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,23 +56,28 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     from infra.local.stack import LocalStack
 
     with LocalStack(port=0, serve_http=False) as stack:
-        if args.function != "authorizer":
-            _inject_identity(event, stack)
+        event = _with_token(event, stack)
         result = stack.runner.invoke(args.function, event)
     print(json.dumps(result, indent=2))
     return 0
 
 
-def _inject_identity(event: dict, stack: object) -> None:
-    """Sample HTTP events carry `Bearer {{token}}`; the authorizer context is filled as API Gateway would."""
-    headers = event.get("headers") or {}
-    if headers.get("authorization") == "Bearer {{token}}":
-        from underlay.auth import authorize
+def _with_token(event: dict, stack: Any) -> dict:
+    """Sample events carry `Bearer {{token}}`: put in a real local token, and for HTTP events fill the
+    authorizer context by running the real authorizer on it, as API Gateway would."""
+    from underlay import auth
+    from underlay.auth_settings import AuthSettings
 
-        token = stack.issuer.mint(scopes=["platform:admin"])  # type: ignore[attr-defined]
-        headers["authorization"] = f"Bearer {token}"
-        decision = authorize({**event, "headers": headers})
+    verifier = auth.TokenVerifier(
+        AuthSettings.from_env(), auth.JwksCache(AuthSettings.from_env(), stack.issuer.jwks)
+    )
+    auth._verifier = verifier  # no HTTP server here to serve the JWKS
+    token = stack.issuer.mint(scopes=["platform:admin"])
+    event = json.loads(json.dumps(event).replace("{{token}}", token))
+    if "type" not in event and (event.get("headers") or {}).get("authorization"):
+        decision = auth.authorize({**event, "routeKey": event.get("routeKey", "")})
         event.setdefault("requestContext", {})["authorizer"] = {"lambda": decision["context"]}
+    return event
 
 
 def cmd_openapi(_: argparse.Namespace) -> int:

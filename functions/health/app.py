@@ -3,13 +3,11 @@
 No `from __future__ import annotations` here: Powertools reads the route signatures at runtime.
 """
 
-
 import json
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
-
 from underlay import health
 from underlay.http import create_app
 from underlay.settings import get_settings

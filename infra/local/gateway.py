@@ -48,7 +48,9 @@ class FunctionRunner:
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
-        self._locks: dict[str, threading.Lock] = {name.name: threading.Lock() for name in declaration.FUNCTIONS}
+        self._locks: dict[str, threading.Lock] = {
+            name.name: threading.Lock() for name in declaration.FUNCTIONS
+        }
 
     def handler(self, name: str) -> Handler:
         if name not in self._handlers:

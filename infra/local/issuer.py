@@ -27,7 +27,9 @@ def state_dir() -> Path:
 
 
 class LocalIssuer:
-    def __init__(self, key_file: Path | None = None, *, issuer: str = DEFAULT_ISSUER, audience: str = DEFAULT_AUDIENCE):
+    def __init__(
+        self, key_file: Path | None = None, *, issuer: str = DEFAULT_ISSUER, audience: str = DEFAULT_AUDIENCE
+    ):
         self.key_file = key_file or state_dir() / "issuer-key.pem"
         self.issuer, self.audience = issuer, audience
         self._key = self._load_or_create()
@@ -54,7 +56,9 @@ class LocalIssuer:
         import base64
         import hashlib
 
-        canonical = json.dumps({k: self._jwk[k] for k in ("e", "kty", "n")}, separators=(",", ":"), sort_keys=True)
+        canonical = json.dumps(
+            {k: self._jwk[k] for k in ("e", "kty", "n")}, separators=(",", ":"), sort_keys=True
+        )
         return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
 
     def jwks(self) -> dict[str, Any]:

@@ -23,9 +23,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
+from underlay import declaration
+
 from infra.local.gateway import FunctionRunner, LocalGateway, Reply, Request
 from infra.local.issuer import LocalIssuer
-from underlay import declaration
 
 REGION = "us-east-1"
 RESOURCE_PREFIX = "underlay-local"
@@ -82,8 +83,21 @@ class RedisService:
         if binary:
             self._dir = tempfile.mkdtemp(prefix="underlay-redis-")
             self._process = subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", self._dir, "--maxmemory", "256mb"],
+                [
+                    binary,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    self._dir,
+                    "--maxmemory",
+                    "256mb",
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -137,7 +151,7 @@ class AwsService:
     def _client(self, service: str) -> Any:
         import boto3
 
-        return boto3.client(
+        return boto3.client(  # type: ignore[call-overload]
             service,
             endpoint_url=self.endpoint,
             region_name=REGION,
@@ -167,7 +181,9 @@ class AwsService:
             kwargs: dict[str, Any] = {
                 "TableName": name,
                 "KeySchema": [{"AttributeName": k, "KeyType": t} for k, t in keys],
-                "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)],
+                "AttributeDefinitions": [
+                    {"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)
+                ],
                 "BillingMode": "PAY_PER_REQUEST",
             }
             if indexes:
@@ -175,7 +191,8 @@ class AwsService:
             ddb.create_table(**kwargs)
             if table.ttl_attribute:
                 ddb.update_time_to_live(
-                    TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute}
+                    TableName=name,
+                    TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute},
                 )
             self.names[declaration.env_name("table", table.name)] = name
         for bucket in declaration.BUCKETS:
@@ -186,7 +203,9 @@ class AwsService:
             self.names[declaration.env_name("bucket", bucket.name)] = name
         for queue in declaration.QUEUES:
             dlq_url = sqs.create_queue(QueueName=f"{RESOURCE_PREFIX}-{queue.dlq_name}")["QueueUrl"]
-            dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+                "QueueArn"
+            ]
             url = sqs.create_queue(
                 QueueName=f"{RESOURCE_PREFIX}-{queue.name}",
                 Attributes={
@@ -233,7 +252,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class LocalStack:
-    def __init__(self, *, port: int = 3000, serve_http: bool = True, event_sources: list[EventSource] | None = None):
+    def __init__(
+        self, *, port: int = 3000, serve_http: bool = True, event_sources: list[EventSource] | None = None
+    ):
         self.port = port or free_port()
         self.serve_http = serve_http
         self.redis = RedisService()
@@ -342,7 +363,10 @@ def serve(port: int) -> int:
         return 1
     print(f"redis: {stack.redis.kind}", flush=True)
     print(f"aws: moto server at {stack.aws.endpoint} ({len(stack.aws.names)} resources)", flush=True)
-    print(f"issuer: {stack.issuer.issuer} (key {Path(stack.issuer.key_file)}); mint tokens with `make token`", flush=True)
+    print(
+        f"issuer: {stack.issuer.issuer} (key {Path(stack.issuer.key_file)}); mint tokens with `make token`",
+        flush=True,
+    )
     print(f"ready {stack.url}", flush=True)
     try:
         stop.wait()

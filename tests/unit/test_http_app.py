@@ -22,7 +22,9 @@ def call(event: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
     return result["statusCode"], result["headers"], parsed
 
 
-def event(method: str, path: str, *, scopes: str | None = None, body: str | None = None, **headers: str) -> dict:
+def event(
+    method: str, path: str, *, scopes: str | None = None, body: str | None = None, **headers: str
+) -> dict:
     e = load_event("http/health")
     e["routeKey"] = "$default"
     e["rawPath"] = e["requestContext"]["http"]["path"] = path

@@ -4,7 +4,6 @@ import json
 import logging
 
 import pytest
-
 from underlay.observability import MAX_STACK_CHARS, REDACTED, _serialize, redact
 
 pytestmark = pytest.mark.usefixtures("clean_env")

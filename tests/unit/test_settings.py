@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
-
 from underlay.settings import Settings, env_source, get_settings
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -17,14 +16,20 @@ def test_env_source_nests_and_parses_json() -> None:
             "OTHER": "ignored",
         }
     )
-    assert data == {"stage": "prod", "health": {"critical": ["dynamodb", "redis"]}, "tables": {"health_history": "t1"}}
+    assert data == {
+        "stage": "prod",
+        "health": {"critical": ["dynamodb", "redis"]},
+        "tables": {"health_history": "t1"},
+    }
     settings = Settings.model_validate(data)
     assert settings.resource("table", "health_history") == "t1"
 
 
 def test_every_bad_field_is_named() -> None:
     with pytest.raises(ValidationError) as caught:
-        Settings.model_validate(env_source({"UNDERLAY_STAGE": "moon", "UNDERLAY_HEALTH__CACHE_SECONDS": "-1"}))
+        Settings.model_validate(
+            env_source({"UNDERLAY_STAGE": "moon", "UNDERLAY_HEALTH__CACHE_SECONDS": "-1"})
+        )
     fields = {".".join(map(str, e["loc"])) for e in caught.value.errors()}
     assert fields == {"stage", "health.cache_seconds"}
 

@@ -16,6 +16,7 @@ This module must not import boto3 or pydantic: it is the authorizer's whole cold
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -23,7 +24,6 @@ import urllib.request
 from typing import Any, NamedTuple
 
 import jwt
-
 from underlay import declaration
 from underlay.auth_settings import AuthSettings
 
@@ -72,12 +72,15 @@ class JwksCache:
         with self._lock:
             stale = now - self._fetched_at > self._settings.jwks_cache_seconds
             unknown = kid not in self._keys
-            may_refresh = now - self._last_attempt >= self._settings.jwks_refresh_interval_seconds
-            if (stale or unknown) and (may_refresh or not self._keys):
-                try:
+            # With no keys at all (JWKS down at cold start) retry sooner, but never on every request.
+            interval = (
+                self._settings.jwks_refresh_interval_seconds
+                if self._keys
+                else min(5, self._settings.jwks_refresh_interval_seconds)
+            )
+            if (stale or unknown) and now - self._last_attempt >= interval:
+                with contextlib.suppress(OSError, ValueError):  # keep the keys we have
                     self._refresh(now)
-                except (OSError, ValueError):
-                    pass  # keep serving the keys we have; an unknown kid stays unknown
             return self._keys.get(kid)
 
 
@@ -126,7 +129,7 @@ class TokenVerifier:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key=key.key,
-                algorithms=[alg],
+                algorithms=[str(alg)],
                 audience=self.settings.audience,
                 issuer=self.settings.issuer,
                 leeway=self.settings.leeway_seconds,
@@ -203,6 +206,10 @@ def authorize(event: dict[str, Any]) -> dict[str, Any]:
     except TokenRejected as rejected:
         return {
             "isAuthorized": True,
-            "context": {"auth_error": rejected.code, "auth_status": rejected.status, "auth_detail": rejected.detail},
+            "context": {
+                "auth_error": rejected.code,
+                "auth_status": rejected.status,
+                "auth_detail": rejected.detail,
+            },
         }
     return {"isAuthorized": True, "context": identity.context()}

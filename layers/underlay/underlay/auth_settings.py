@@ -60,7 +60,9 @@ class AuthSettings:
             elif kind == "float":
                 values[f.name] = float(raw)
             elif kind.startswith("list"):
-                values[f.name] = json.loads(raw) if raw.startswith("[") else [p.strip() for p in raw.split(",")]
+                values[f.name] = (
+                    json.loads(raw) if raw.startswith("[") else [p.strip() for p in raw.split(",")]
+                )
             else:
                 values[f.name] = raw
         return cls(**values)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from types import MappingProxyType
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Literal, NamedTuple
 
 Access = Literal["read", "write", "read_write", "describe", "put_only"]

@@ -78,7 +78,9 @@ class InsufficientScopeError(ForbiddenError):
 
     def __init__(self, required: str) -> None:
         super().__init__(f"This route requires the scope '{required}'.")
-        self.headers = {"WWW-Authenticate": f'Bearer realm="underlay", error="insufficient_scope", scope="{required}"'}
+        self.headers = {
+            "WWW-Authenticate": f'Bearer realm="underlay", error="insufficient_scope", scope="{required}"'
+        }
 
 
 class NotFoundError(UnderlayError):
@@ -114,7 +116,9 @@ class RateLimitedError(UnderlayError):
     status, code = 429, "RATE_LIMITED"
 
     def __init__(self, retry_after_seconds: int, detail: str | None = None) -> None:
-        super().__init__(detail or "Too many requests.", headers={"Retry-After": str(max(1, retry_after_seconds))})
+        super().__init__(
+            detail or "Too many requests.", headers={"Retry-After": str(max(1, retry_after_seconds))}
+        )
 
 
 class DependencyUnavailableError(UnderlayError):

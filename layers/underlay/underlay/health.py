@@ -106,7 +106,9 @@ def check_redis(settings: Settings) -> list[Check]:
     checks = [_latency("redis", ms, settings), Check("redis", "usedMemory", "pass", used, "bytes")]
     if peak_max:
         ratio = used / peak_max
-        checks.append(Check("redis", "memoryUtilization", "warn" if ratio > 0.9 else "pass", round(ratio, 4), "ratio"))
+        checks.append(
+            Check("redis", "memoryUtilization", "warn" if ratio > 0.9 else "pass", round(ratio, 4), "ratio")
+        )
     checks.append(Check("redis", "keyspaceHits", "pass", hits, "count"))
     checks.append(Check("redis", "keyspaceMisses", "pass", misses, "count"))
     return checks
@@ -144,7 +146,9 @@ def _queue_checker(queue: declaration.Queue) -> Callable[[Settings], list[Check]
     def depth(url: str) -> int:
         from underlay.aws import client
 
-        attrs = client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+        attrs = client("sqs").get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+        )
         return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
 
     def run(settings: Settings) -> list[Check]:
@@ -194,7 +198,10 @@ def register_checker(checker: Checker) -> None:
 
 def checkers(settings: Settings) -> list[Checker]:
     found: list[Checker] = [Checker("redis", "cache", "redis", check_redis)]
-    found += [Checker(f"dynamodb:{t.name}", "database", "dynamodb", _table_checker(t.name)) for t in declaration.TABLES]
+    found += [
+        Checker(f"dynamodb:{t.name}", "database", "dynamodb", _table_checker(t.name))
+        for t in declaration.TABLES
+    ]
     found += [Checker(f"s3:{b.name}", "database", "s3", _bucket_checker(b.name)) for b in declaration.BUCKETS]
     found += [Checker(f"sqs:{q.name}", "jobs", "sqs", _queue_checker(q)) for q in declaration.QUEUES]
     timeout = settings.health.check_timeout_seconds
@@ -228,7 +235,9 @@ class HealthReport(NamedTuple):
             "checks": {},
         }
         for check, critical in self.checks:
-            entry = check.document(self.time) if detailed else {"status": check.status, "time": self.time}
+            entry: dict[str, Any] = (
+                check.document(self.time) if detailed else {"status": check.status, "time": self.time}
+            )
             if detailed:
                 entry["componentType"] = "datastore" if critical else "component"
                 entry["critical"] = critical
@@ -283,7 +292,9 @@ def run_checks(groups: Iterable[Group] | None = None, *, only_critical: bool = F
             results.extend((check, critical) for check in future.result())
         else:
             future.cancel()
-            results.append((Check(checker.name, "status", "fail", output=f"timed out after {timeout}s"), critical))
+            results.append(
+                (Check(checker.name, "status", "fail", output=f"timed out after {timeout}s"), critical)
+            )
 
     overall: Status = "pass"
     for check, critical in results:

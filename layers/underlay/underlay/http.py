@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-
 from underlay import declaration
 from underlay.errors import (
     PROBLEM_CONTENT_TYPE,
@@ -92,7 +91,7 @@ class UnderlayApp(APIGatewayHttpResolver):
         if declared is None or declared.function != self.function:
             raise ValueError(f"{route_key!r} is not declared for function {self.function!r}")
         rule = re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", r"<\1>", declared.path)
-        security = None if declared.public else [{"bearerAuth": [declared.scope]}]
+        security = None if declared.scope is None else [{"bearerAuth": [declared.scope]}]
         return self.route(  # type: ignore[return-value]
             rule,
             declared.method,
@@ -184,7 +183,9 @@ class UnderlayApp(APIGatewayHttpResolver):
         if body:
             size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode())
             if size > settings.http.max_body_bytes:
-                raise PayloadTooLargeError(f"The body is {size} bytes; the limit is {settings.http.max_body_bytes}.")
+                raise PayloadTooLargeError(
+                    f"The body is {size} bytes; the limit is {settings.http.max_body_bytes}."
+                )
             if method in _BODY_METHODS:
                 if not _is_json(headers.get("content-type", "")):
                     raise UnsupportedMediaTypeError("Send the body as application/json.")
@@ -278,7 +279,9 @@ class UnderlayApp(APIGatewayHttpResolver):
         event = self.current_event
         matched = declaration.match(event.request_context.http.method, event.raw_path)
         if matched.allowed and matched.route is None:
-            return self.problem_response(MethodNotAllowedError(event.request_context.http.method, matched.allowed))
+            return self.problem_response(
+                MethodNotAllowedError(event.request_context.http.method, matched.allowed)
+            )
         return self.problem_response(NotFoundError(f"No route matches {event.raw_path}."))
 
     def _emit_request_metrics(self, status: int, duration_ms: float) -> None:

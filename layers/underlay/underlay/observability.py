@@ -70,7 +70,6 @@ def get_logger() -> Logger:
 @lru_cache(maxsize=1)
 def get_metrics() -> Metrics:
     from aws_lambda_powertools import Metrics
-
     from underlay.settings import get_settings
 
     try:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
-
 from underlay import declaration
 from underlay.settings import get_settings
 

@@ -53,10 +53,16 @@ def get_redis() -> redis.Redis:
             elif cfg.host:
                 password = _auth_token(cfg.auth_secret_arn) if cfg.auth_secret_arn else None
                 _client = redis.Redis(
-                    host=cfg.host, port=cfg.port, ssl=cfg.tls, password=password, **common  # type: ignore[arg-type]
+                    host=cfg.host,
+                    port=cfg.port,
+                    ssl=cfg.tls,
+                    password=password,
+                    **common,  # type: ignore[arg-type]
                 )
             else:
-                raise RuntimeError("Redis is not configured (set UNDERLAY_REDIS__URL or UNDERLAY_REDIS__HOST)")
+                raise RuntimeError(
+                    "Redis is not configured (set UNDERLAY_REDIS__URL or UNDERLAY_REDIS__HOST)"
+                )
         return _client
 
 

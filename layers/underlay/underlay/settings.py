@@ -14,12 +14,9 @@ from __future__ import annotations
 import json
 import os
 from functools import lru_cache
-from typing import Literal
-
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-
 from underlay.auth_settings import AuthSettings
 
 Stage = Literal["dev", "staging", "prod"]
@@ -50,7 +47,7 @@ class HealthSettings(BaseModel):
     check_timeout_seconds: float = Field(default=2.0, gt=0, le=5)
     cache_seconds: float = Field(default=5.0, ge=0)
     # Components whose failure fails readiness; the others only warn (degraded).
-    critical: list[Literal["dynamodb", "s3", "redis", "sqs"]] = Field(default_factory=lambda: ["dynamodb"])
+    critical: list[Literal["dynamodb", "s3", "redis", "sqs", "http"]] = Field(default_factory=lambda: ["dynamodb"])  # type: ignore[arg-type]
     dlq_warn_threshold: int = Field(default=1000, ge=0)
     queue_warn_threshold: int = Field(default=1000, ge=0)
     latency_warn_ms: float = Field(default=1000.0, gt=0)

@@ -1,0 +1,195 @@
+"""The local stack as a user runs it: `underlay dev` in its own process, called over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from tests.conftest import REPO, free_port
+
+UNDERLAY = Path(sys.executable).parent / "underlay"
+
+
+class Stack:
+    def __init__(self, url: str, home: Path) -> None:
+        self.url, self.home = url, home
+
+    def issuer(self) -> Any:
+        from infra.local.issuer import LocalIssuer
+
+        return LocalIssuer(self.home / "issuer-key.pem")
+
+    def token(self, **kwargs: Any) -> str:
+        return str(self.issuer().mint(**kwargs))
+
+    def request(
+        self, method: str, path: str, *, token: str | None = None, body: bytes | None = None, **headers: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        all_headers = {k.replace("_", "-"): v for k, v in headers.items()}
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=all_headers)
+        try:
+            with urllib.request.urlopen(req, timeout=15) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("dev-home")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNDERLAY_") and k != "AWS_ENDPOINT_URL"}
+    env.update({"UNDERLAY_DEV_HOME": str(home), "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        [str(UNDERLAY), "dev", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    seen = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        seen.append(line)
+        if line.startswith("ready "):
+            assert line.strip() == f"ready http://127.0.0.1:{port}"
+            break
+    else:
+        process.kill()
+    if process.poll() is not None:
+        pytest.fail("underlay dev exited:\n" + "".join(seen))
+    yield Stack(f"http://127.0.0.1:{port}", home)
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, out
+    assert "stopped" in out and "Traceback" not in out
+
+
+def problem(result: tuple[int, dict[str, str], bytes], status: int, code: str) -> dict[str, Any]:
+    got, headers, body = result
+    assert got == status, body
+    assert headers["Content-Type"] == "application/problem+json"
+    doc = json.loads(body)
+    assert doc["status"] == status and doc["code"] == code
+    assert doc["correlation_id"] == headers["X-Correlation-ID"]
+    assert b"Traceback" not in body and b"<html" not in body.lower()
+    return doc
+
+
+def test_public_health_and_liveness(stack: Stack) -> None:
+    status, headers, body = stack.request("GET", "/v1/health/live", X_Request_ID="abc-1")
+    assert status == 200 and headers["Content-Type"] == "application/health+json"
+    assert headers["X-Correlation-ID"] == "abc-1"
+    assert json.loads(body)["status"] == "pass"
+    status, _, body = stack.request("GET", "/v1/health/ready")
+    assert status == 200 and json.loads(body)["status"] in {"pass", "warn"}
+
+
+def test_details_with_a_token(stack: Stack) -> None:
+    status, _, body = stack.request("GET", "/v1/health/details", token=stack.token(scopes=["platform:read"]))
+    doc = json.loads(body)
+    assert status == 200 and doc["status"] == "pass", doc
+    assert doc["checks"]["redis:responseTime"][0]["status"] == "pass"
+    assert "dynamodb:audit:responseTime" in doc["checks"]
+
+
+def test_jwks_is_served_on_the_same_port(stack: Stack) -> None:
+    status, _, body = stack.request("GET", "/.well-known/jwks.json")
+    assert status == 200 and json.loads(body)["keys"][0]["kid"] == stack.issuer().kid
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_every_bad_token_is_a_clear_401_or_403(stack: Stack) -> None:
+    issuer = stack.issuer()
+    now = int(time.time())
+    valid = issuer.mint(scopes=["platform:read"])
+    _, payload, _ = valid.split(".")
+    other_key = __import__("infra.local.issuer", fromlist=["LocalIssuer"]).LocalIssuer(
+        stack.home / "other.pem"
+    )
+    cases = {
+        "TOKEN_MISSING": None,
+        "TOKEN_EXPIRED": issuer.mint(scopes=["platform:read"], exp=now - 300, iat=now - 600, nbf=now - 600),
+        "TOKEN_NOT_YET_VALID": issuer.mint(scopes=["platform:read"], nbf=now + 600),
+        "TOKEN_INVALID_ISSUER": issuer.mint(scopes=["platform:read"], iss="https://evil.example"),
+        "TOKEN_INVALID_AUDIENCE": issuer.mint(scopes=["platform:read"], aud="another-api"),
+        "TOKEN_ALGORITHM_REJECTED": f"{_b64({'alg': 'none', 'kid': issuer.kid})}.{payload}.",
+        "TOKEN_UNKNOWN_KEY": jwt.encode(
+            jwt.decode(valid, options={"verify_signature": False}),
+            other_key.private_key,
+            algorithm="RS256",
+            headers={"kid": "not-published"},
+        ),
+        "TOKEN_INVALID_SIGNATURE": jwt.encode(
+            jwt.decode(valid, options={"verify_signature": False}),
+            other_key.private_key,
+            algorithm="RS256",
+            headers={"kid": issuer.kid},
+        ),
+        "TOKEN_MALFORMED": "garbage",
+    }
+    for code, token in cases.items():
+        result = stack.request("GET", "/v1/health/details", token=token)
+        problem(result, 401, code)
+        assert result[1]["WWW-Authenticate"].startswith("Bearer")
+    hs256 = jwt.encode(
+        jwt.decode(valid, options={"verify_signature": False}),
+        "public-key-as-secret-" * 3,
+        algorithm="HS256",
+        headers={"kid": issuer.kid},
+    )
+    problem(stack.request("GET", "/v1/health/details", token=hs256), 401, "TOKEN_ALGORITHM_REJECTED")
+    wrong_scope = issuer.mint(scopes=["flags:read"])
+    problem(stack.request("GET", "/v1/health/details", token=wrong_scope), 403, "INSUFFICIENT_SCOPE")
+
+
+def test_unknown_route_wrong_method_and_bodies(stack: Stack) -> None:
+    problem(stack.request("GET", "/v1/does-not-exist"), 404, "NOT_FOUND")
+    result = stack.request("DELETE", "/v1/health")
+    problem(result, 405, "METHOD_NOT_ALLOWED")
+    assert result[1]["Allow"] == "GET"
+    problem(
+        stack.request("POST", "/v1/health", body=b"{oops", Content_Type="application/json"),
+        405,
+        "METHOD_NOT_ALLOWED",
+    )
+
+
+def test_openapi_and_offline_swagger(stack: Stack) -> None:
+    status, _, body = stack.request("GET", "/v1/openapi.json")
+    doc = json.loads(body)
+    assert status == 200 and "/v1/health/details" in doc["paths"]
+    status, _, html = stack.request("GET", "/v1/docs")
+    assert status == 200 and b"SwaggerUIBundle" in html and b"<script src=" not in html
+
+
+def test_an_oversized_body_is_413(stack: Stack) -> None:
+    big = b'{"x":"' + b"a" * 1_100_000 + b'"}'
+    problem(
+        stack.request("GET", "/v1/health/live", body=big, Content_Type="application/json"),
+        413,
+        "PAYLOAD_TOO_LARGE",
+    )
