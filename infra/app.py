@@ -16,6 +16,7 @@ for path in (REPO, REPO / "layers" / "underlay"):
 
 def build_app(stage: str | None = None, stage_file: str | None = None) -> tuple[object, object]:
     import aws_cdk as cdk
+
     from infra.stack import UnderlayStack
     from infra.stage_config import STAGES_DIR, load_stage_config
 

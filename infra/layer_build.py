@@ -59,9 +59,24 @@ def build_layer(run: Runner = _run) -> Path:
     site = target / "python"
     site.mkdir(parents=True)
     run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--upgrade",
-         "--platform", "manylinux2014_aarch64", "--only-binary=:all:", "--python-version", "3.12",
-         "--implementation", "cp", "--target", str(site), *requirements]
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--upgrade",
+            "--platform",
+            "manylinux2014_aarch64",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            "--target",
+            str(site),
+            *requirements,
+        ]
     )
     for name in EXCLUDED:
         for found in site.glob(f"{name}*"):
@@ -75,5 +90,7 @@ def build_functions() -> Path:
     """`.build/functions/functions/...`: every handler, so `functions.<name>.app.handler` resolves."""
     target = BUILD / "functions"
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(REPO / "functions", target / "functions", ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    shutil.copytree(
+        REPO / "functions", target / "functions", ignore=shutil.ignore_patterns("__pycache__", "tests")
+    )
     return target

@@ -16,7 +16,9 @@ from infra.stage_config import StageConfig
 class UnderlayStack(Stack):
     """Composes the constructs; every resource comes from `underlay.declaration` and the stage config."""
 
-    def __init__(self, scope: Construct, id: str, *, config: StageConfig, version: str, **kwargs: object) -> None:
+    def __init__(
+        self, scope: Construct, id: str, *, config: StageConfig, version: str, **kwargs: object
+    ) -> None:
         super().__init__(scope, id, **kwargs)  # type: ignore[arg-type]
         removal = RemovalPolicy.DESTROY if config.removal_policy == "destroy" else RemovalPolicy.RETAIN
         self.network = Network(self, "Network")

@@ -9,10 +9,9 @@ from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
-
-from infra.stage_config import StageConfig
 from underlay import declaration
 
+from infra.stage_config import StageConfig
 
 ACCESS_LOG_FORMAT = {
     "requestId": "$context.requestId",
@@ -40,7 +39,13 @@ class Api(Construct):
             cors_preflight=apigw.CorsPreflightOptions(
                 allow_origins=config.api.cors_origins,
                 allow_methods=[apigw.CorsHttpMethod.ANY],
-                allow_headers=["authorization", "content-type", "x-correlation-id", "x-request-id", "traceparent"],
+                allow_headers=[
+                    "authorization",
+                    "content-type",
+                    "x-correlation-id",
+                    "x-request-id",
+                    "traceparent",
+                ],
                 max_age=Duration.minutes(10),
             )
             if config.api.cors_origins
@@ -53,7 +58,9 @@ class Api(Construct):
             http_api=self.api,
             stage_name="$default",
             auto_deploy=True,
-            throttle=apigw.ThrottleSettings(rate_limit=config.api.throttle_rate, burst_limit=config.api.throttle_burst),
+            throttle=apigw.ThrottleSettings(
+                rate_limit=config.api.throttle_rate, burst_limit=config.api.throttle_burst
+            ),
         )
         cfn_stage = self.stage.node.default_child
         assert isinstance(cfn_stage, apigw.CfnStage)
@@ -69,7 +76,8 @@ class Api(Construct):
             results_cache_ttl=Duration.seconds(config.api.authorizer_cache_seconds),
         )
         integrations_by_fn = {
-            name: integrations.HttpLambdaIntegration(f"{name}-integration", fn) for name, fn in functions.items()
+            name: integrations.HttpLambdaIntegration(f"{name}-integration", fn)
+            for name, fn in functions.items()
         }
         for route in declaration.ROUTES:
             apigw.HttpRoute(

@@ -10,7 +10,14 @@ class Cache(Construct):
     """ElastiCache (Valkey) in the private subnets: TLS in transit, encrypted at rest, auth token from Secrets Manager."""
 
     def __init__(
-        self, scope: Construct, id: str, *, vpc: ec2.IVpc, clients: ec2.ISecurityGroup, node_type: str, replicas: int
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        vpc: ec2.IVpc,
+        clients: ec2.ISecurityGroup,
+        node_type: str,
+        replicas: int,
     ) -> None:
         super().__init__(scope, id)
         self.secret = secretsmanager.Secret(

@@ -5,23 +5,28 @@ from aws_cdk import aws_dynamodb as ddb
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
-
 from underlay import declaration
 
 
 class Data(Construct):
     """One DynamoDB table per declared table and one bucket per declared bucket, under one KMS key."""
 
-    def __init__(self, scope: Construct, id: str, *, removal: RemovalPolicy, audit_retention_days: int) -> None:
+    def __init__(
+        self, scope: Construct, id: str, *, removal: RemovalPolicy, audit_retention_days: int
+    ) -> None:
         super().__init__(scope, id)
-        self.key = kms.Key(self, "Key", enable_key_rotation=True, description="Underlay data", removal_policy=removal)
+        self.key = kms.Key(
+            self, "Key", enable_key_rotation=True, description="Underlay data", removal_policy=removal
+        )
         self.tables: dict[str, ddb.Table] = {}
         for spec in declaration.TABLES:
             table = ddb.Table(
                 self,
                 f"Table-{spec.name}",
                 partition_key=ddb.Attribute(name=spec.partition_key, type=ddb.AttributeType.STRING),
-                sort_key=ddb.Attribute(name=spec.sort_key, type=ddb.AttributeType.STRING) if spec.sort_key else None,
+                sort_key=ddb.Attribute(name=spec.sort_key, type=ddb.AttributeType.STRING)
+                if spec.sort_key
+                else None,
                 billing_mode=ddb.BillingMode.PAY_PER_REQUEST,
                 point_in_time_recovery_specification=ddb.PointInTimeRecoverySpecification(
                     point_in_time_recovery_enabled=True
@@ -61,7 +66,9 @@ class Data(Construct):
                 enforce_ssl=True,
                 versioned=spec.versioned or spec.object_lock,
                 object_lock_enabled=spec.object_lock or None,
-                object_lock_default_retention=s3.ObjectLockRetention.compliance(Duration.days(audit_retention_days))
+                object_lock_default_retention=s3.ObjectLockRetention.compliance(
+                    Duration.days(audit_retention_days)
+                )
                 if spec.object_lock
                 else None,
                 server_access_logs_bucket=self.access_logs,

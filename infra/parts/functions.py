@@ -8,13 +8,13 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
+from underlay import declaration
 
+from infra.layer_build import build_functions, build_layer
 from infra.parts.cache import Cache
 from infra.parts.data import Data
 from infra.parts.messaging import Messaging
-from infra.layer_build import build_functions, build_layer
 from infra.stage_config import StageConfig
-from underlay import declaration
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 ARCHITECTURE = lambda_.Architecture.ARM_64
@@ -63,7 +63,9 @@ class Functions(Construct):
                 self,
                 f"Logs-{spec.name}",
                 retention=_retention(config),
-                removal_policy=RemovalPolicy.DESTROY if config.removal_policy == "destroy" else RemovalPolicy.RETAIN,
+                removal_policy=RemovalPolicy.DESTROY
+                if config.removal_policy == "destroy"
+                else RemovalPolicy.RETAIN,
             )
             fn = lambda_.Function(
                 self,
@@ -95,7 +97,9 @@ class Functions(Construct):
             self._grant(fn, spec, data, messaging)
             self.functions[spec.name] = fn
 
-    def _grant(self, fn: lambda_.Function, spec: declaration.Function, data: Data, messaging: Messaging) -> None:
+    def _grant(
+        self, fn: lambda_.Function, spec: declaration.Function, data: Data, messaging: Messaging
+    ) -> None:
         for grant in spec.grants:
             if grant.kind == "table":
                 names = list(data.tables) if grant.name == "*" else [grant.name]
@@ -116,7 +120,9 @@ class Functions(Construct):
                     bucket = data.buckets[name]
                     fn.add_environment(declaration.env_name("bucket", name), bucket.bucket_name)
                     if grant.access == "describe":
-                        fn.add_to_role_policy(iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn]))
+                        fn.add_to_role_policy(
+                            iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn])
+                        )
                     elif grant.access == "read":
                         bucket.grant_read(fn)
                     else:
@@ -127,8 +133,14 @@ class Functions(Construct):
                     queue, dlq = messaging.queues[name], messaging.dlqs[name]
                     fn.add_environment(declaration.env_name("queue", name), queue.queue_url)
                     fn.add_environment(declaration.env_name("queue", f"{name}_dlq"), dlq.queue_url)
-                    actions = ["sqs:GetQueueAttributes"] if grant.access == "describe" else ["sqs:SendMessage", "sqs:GetQueueAttributes"]
-                    fn.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=[queue.queue_arn, dlq.queue_arn]))
+                    actions = (
+                        ["sqs:GetQueueAttributes"]
+                        if grant.access == "describe"
+                        else ["sqs:SendMessage", "sqs:GetQueueAttributes"]
+                    )
+                    fn.add_to_role_policy(
+                        iam.PolicyStatement(actions=actions, resources=[queue.queue_arn, dlq.queue_arn])
+                    )
             elif grant.kind == "bus":
                 messaging.bus.grant_put_events_to(fn)
                 fn.add_environment("UNDERLAY_EVENT_BUS", messaging.bus.event_bus_name)
@@ -137,10 +149,27 @@ class Functions(Construct):
 
 
 _RETENTION = {
-    1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH",
-    60: "TWO_MONTHS", 90: "THREE_MONTHS", 120: "FOUR_MONTHS", 150: "FIVE_MONTHS", 180: "SIX_MONTHS",
-    365: "ONE_YEAR", 400: "THIRTEEN_MONTHS", 545: "EIGHTEEN_MONTHS", 731: "TWO_YEARS", 1096: "THREE_YEARS",
-    1827: "FIVE_YEARS", 2192: "SIX_YEARS", 2557: "SEVEN_YEARS", 2922: "EIGHT_YEARS", 3288: "NINE_YEARS",
+    1: "ONE_DAY",
+    3: "THREE_DAYS",
+    5: "FIVE_DAYS",
+    7: "ONE_WEEK",
+    14: "TWO_WEEKS",
+    30: "ONE_MONTH",
+    60: "TWO_MONTHS",
+    90: "THREE_MONTHS",
+    120: "FOUR_MONTHS",
+    150: "FIVE_MONTHS",
+    180: "SIX_MONTHS",
+    365: "ONE_YEAR",
+    400: "THIRTEEN_MONTHS",
+    545: "EIGHTEEN_MONTHS",
+    731: "TWO_YEARS",
+    1096: "THREE_YEARS",
+    1827: "FIVE_YEARS",
+    2192: "SIX_YEARS",
+    2557: "SEVEN_YEARS",
+    2922: "EIGHT_YEARS",
+    3288: "NINE_YEARS",
     3653: "TEN_YEARS",
 }
 

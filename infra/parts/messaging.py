@@ -8,7 +8,6 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
-
 from underlay import declaration
 
 
@@ -50,6 +49,8 @@ class Messaging(Construct):
                 target=scheduler.CfnSchedule.TargetProperty(
                     arn=target.queue_arn,
                     role_arn=role.role_arn,
-                    input=json.dumps({"type": spec.job_type, "payload": dict(spec.payload), "schedule": spec.name}),
+                    input=json.dumps(
+                        {"type": spec.job_type, "payload": dict(spec.payload), "schedule": spec.name}
+                    ),
                 ),
             )

@@ -51,7 +51,10 @@ class Monitoring(Construct):
         period = Duration.minutes(5)
         error_rate = cw.MathExpression(
             expression="100 * errors / MAX([requests, 1])",
-            using_metrics={"errors": api.metric_server_error(period=period), "requests": api.metric_count(period=period)},
+            using_metrics={
+                "errors": api.metric_server_error(period=period),
+                "requests": api.metric_count(period=period),
+            },
             period=period,
             label="5xx %",
         )
@@ -67,14 +70,28 @@ class Monitoring(Construct):
 
         self.dashboard = cw.Dashboard(self, "Dashboard")
         self.dashboard.add_widgets(
-            cw.GraphWidget(title="API requests and 5xx", left=[api.metric_count(period=period), api.metric_server_error(period=period)]),
+            cw.GraphWidget(
+                title="API requests and 5xx",
+                left=[api.metric_count(period=period), api.metric_server_error(period=period)],
+            ),
             cw.GraphWidget(title="API latency p95", left=[p95]),
         )
         self.dashboard.add_widgets(
-            cw.GraphWidget(title="Lambda invocations", left=[fn.metric_invocations(period=period) for fn in functions.values()]),
-            cw.GraphWidget(title="Lambda errors", left=[fn.metric_errors(period=period) for fn in functions.values()]),
-            cw.GraphWidget(title="Lambda duration p95", left=[fn.metric_duration(period=period, statistic="p95") for fn in functions.values()]),
+            cw.GraphWidget(
+                title="Lambda invocations",
+                left=[fn.metric_invocations(period=period) for fn in functions.values()],
+            ),
+            cw.GraphWidget(
+                title="Lambda errors", left=[fn.metric_errors(period=period) for fn in functions.values()]
+            ),
+            cw.GraphWidget(
+                title="Lambda duration p95",
+                left=[fn.metric_duration(period=period, statistic="p95") for fn in functions.values()],
+            ),
         )
         self.dashboard.add_widgets(
-            cw.GraphWidget(title="DLQ depth", left=[d.metric_approximate_number_of_messages_visible(period=period) for d in dlqs.values()]),
+            cw.GraphWidget(
+                title="DLQ depth",
+                left=[d.metric_approximate_number_of_messages_visible(period=period) for d in dlqs.values()],
+            ),
         )

@@ -16,7 +16,9 @@ class Network(Construct):
             max_azs=2,
             nat_gateways=0,
             subnet_configuration=[
-                ec2.SubnetConfiguration(name="private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24)
+                ec2.SubnetConfiguration(
+                    name="private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24
+                )
             ],
             flow_logs={"all": ec2.FlowLogOptions(traffic_type=ec2.FlowLogTrafficType.REJECT)},
         )
@@ -28,4 +30,6 @@ class Network(Construct):
             "Events": ec2.InterfaceVpcEndpointAwsService.EVENTBRIDGE,
         }.items():
             self.vpc.add_interface_endpoint(name, service=service, private_dns_enabled=True)
-        self.functions_sg = ec2.SecurityGroup(self, "FunctionsSg", vpc=self.vpc, description="Underlay functions")
+        self.functions_sg = ec2.SecurityGroup(
+            self, "FunctionsSg", vpc=self.vpc, description="Underlay functions"
+        )
