@@ -1,1 +1,5 @@
-"""Benchmarks for `make bench`. Not collected by pytest; each figure is measured side by side in one run."""
+"""Benchmarks for `make bench` (`python -m tests.perf`).
+
+Each module registers figures with `@benchmark` (see `registry`); `__main__` runs them all side by side in one
+run. No pytest files live here: timings are measurements, not assertions, and `make test` never collects them.
+"""
