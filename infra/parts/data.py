@@ -55,23 +55,23 @@ class Data(Construct):
             auto_delete_objects=False,
         )
         self.buckets: dict[str, s3.Bucket] = {}
-        for spec in declaration.BUCKETS:
-            self.buckets[spec.name] = s3.Bucket(
+        for bucket_spec in declaration.BUCKETS:
+            self.buckets[bucket_spec.name] = s3.Bucket(
                 self,
-                f"Bucket-{spec.name}",
+                f"Bucket-{bucket_spec.name}",
                 block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
                 encryption=s3.BucketEncryption.KMS,
                 encryption_key=self.key,
                 bucket_key_enabled=True,
                 enforce_ssl=True,
-                versioned=spec.versioned or spec.object_lock,
-                object_lock_enabled=spec.object_lock or None,
+                versioned=bucket_spec.versioned or bucket_spec.object_lock,
+                object_lock_enabled=bucket_spec.object_lock or None,
                 object_lock_default_retention=s3.ObjectLockRetention.compliance(
                     Duration.days(audit_retention_days)
                 )
-                if spec.object_lock
+                if bucket_spec.object_lock
                 else None,
                 server_access_logs_bucket=self.access_logs,
-                server_access_logs_prefix=f"{spec.name}/",
+                server_access_logs_prefix=f"{bucket_spec.name}/",
                 removal_policy=removal,
             )

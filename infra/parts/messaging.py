@@ -39,18 +39,22 @@ class Messaging(Construct):
         role = iam.Role(self, "SchedulerRole", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"))
         target = self.queues["jobs-normal"]
         target.grant_send_messages(role)
-        for spec in declaration.SCHEDULES:
+        for schedule in declaration.SCHEDULES:
             scheduler.CfnSchedule(
                 self,
-                f"Schedule-{spec.name}",
-                schedule_expression=f"cron({spec.cron})",
-                schedule_expression_timezone=spec.timezone,
+                f"Schedule-{schedule.name}",
+                schedule_expression=f"cron({schedule.cron})",
+                schedule_expression_timezone=schedule.timezone,
                 flexible_time_window=scheduler.CfnSchedule.FlexibleTimeWindowProperty(mode="OFF"),
                 target=scheduler.CfnSchedule.TargetProperty(
                     arn=target.queue_arn,
                     role_arn=role.role_arn,
                     input=json.dumps(
-                        {"type": spec.job_type, "payload": dict(spec.payload), "schedule": spec.name}
+                        {
+                            "type": schedule.job_type,
+                            "payload": dict(schedule.payload),
+                            "schedule": schedule.name,
+                        }
                     ),
                 ),
             )

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from underlay.auth_settings import AuthSettings
 
 Stage = Literal["dev", "staging", "prod"]
+Component = Literal["dynamodb", "s3", "redis", "sqs", "http"]
 
 
 class RedisSettings(BaseModel):
@@ -47,7 +48,7 @@ class HealthSettings(BaseModel):
     check_timeout_seconds: float = Field(default=2.0, gt=0, le=5)
     cache_seconds: float = Field(default=5.0, ge=0)
     # Components whose failure fails readiness; the others only warn (degraded).
-    critical: list[Literal["dynamodb", "s3", "redis", "sqs", "http"]] = Field(default_factory=lambda: ["dynamodb"])  # type: ignore[arg-type]
+    critical: list[Component] = Field(default_factory=lambda: list[Component](["dynamodb"]))
     dlq_warn_threshold: int = Field(default=1000, ge=0)
     queue_warn_threshold: int = Field(default=1000, ge=0)
     latency_warn_ms: float = Field(default=1000.0, gt=0)
