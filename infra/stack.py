@@ -1,55 +1,202 @@
+"""`Underlay-<stage>`: composes the constructs and grants each function what the declaration says it needs."""
+
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, RemovalPolicy, Stack
-from constructs import Construct
+import json
+from pathlib import Path
+from typing import Any
 
-from infra.parts.api import Api
-from infra.parts.cache import Cache
-from infra.parts.data import Data
-from infra.parts.functions import Functions
-from infra.parts.messaging import Messaging
-from infra.parts.monitoring import Monitoring
-from infra.parts.network import Network
-from infra.stage_config import StageConfig
+from aws_cdk import CfnOutput, RemovalPolicy, Stack, Tags
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+from underlay import declaration
+
+from infra.constructs.api import Api
+from infra.constructs.cache import Cache
+from infra.constructs.data import Data
+from infra.constructs.functions import Functions
+from infra.constructs.messaging import Messaging
+from infra.constructs.monitoring import Monitoring
+from infra.constructs.network import Network
+from infra.stage_config import LOG_RETENTION_DAYS, StageConfig
+
+SERVICE = "underlay"
+
+_RETENTION = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1096: logs.RetentionDays.THREE_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    2192: logs.RetentionDays.SIX_YEARS,
+    2557: logs.RetentionDays.SEVEN_YEARS,
+    2922: logs.RetentionDays.EIGHT_YEARS,
+    3288: logs.RetentionDays.NINE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}
+assert set(_RETENTION) == set(LOG_RETENTION_DAYS), "stage_config and the RetentionDays table disagree"
+
+
+def retention(days: int) -> logs.RetentionDays:
+    """The RetentionDays member for a day count `stage_config` accepted."""
+    return _RETENTION[days]
 
 
 class UnderlayStack(Stack):
-    """Composes the constructs; every resource comes from `underlay.declaration` and the stage config."""
+    """Every resource comes from `underlay.declaration` and the stage config; nothing is declared twice."""
 
     def __init__(
-        self, scope: Construct, id: str, *, config: StageConfig, version: str, **kwargs: object
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: StageConfig,
+        version: str,
+        release_id: str,
+        layer_dir: Path,
+        code_dir: Path,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(scope, id, **kwargs)  # type: ignore[arg-type]
+        super().__init__(scope, id, description=f"Underlay {config.stage} ({version})", **kwargs)
+        Tags.of(self).add("service", SERVICE)
+        Tags.of(self).add("stage", config.stage)
         removal = RemovalPolicy.DESTROY if config.removal_policy == "destroy" else RemovalPolicy.RETAIN
-        self.network = Network(self, "Network")
-        self.data = Data(self, "Data", removal=removal, audit_retention_days=config.audit_retention_days)
+        log_retention = retention(config.log_retention_days)
+
+        self.network = Network(
+            self,
+            "Network",
+            nat_gateways=config.network.nat_gateways,
+            max_azs=config.network.max_azs,
+            endpoints_single_az=config.network.endpoints_single_az,
+            log_retention=log_retention,
+            removal_policy=removal,
+        )
+        self.data = Data(
+            self,
+            "Data",
+            stage=config.stage,
+            removal_policy=removal,
+            audit_retention_days=config.audit_retention_days,
+            access_log_retention_days=config.log_retention_days,
+        )
         self.cache = Cache(
             self,
             "Cache",
+            stage=config.stage,
             vpc=self.network.vpc,
+            subnets=self.network.private_subnets,
             clients=self.network.functions_sg,
-            node_type=config.redis_node_type,
-            replicas=config.redis_replicas,
+            node_type=config.redis.node_type,
+            replicas=config.redis.replicas,
         )
-        self.messaging = Messaging(self, "Messaging", stage=config.stage)
+        self.messaging = Messaging(self, "Messaging", stage=config.stage, removal_policy=removal)
         self.functions = Functions(
             self,
             "Functions",
-            config=config,
+            layer_dir=layer_dir,
+            code_dir=code_dir,
+            environment={
+                "UNDERLAY_STAGE": config.stage,
+                "UNDERLAY_SERVICE": SERVICE,
+                "UNDERLAY_VERSION": version,
+                "UNDERLAY_RELEASE_ID": release_id,
+                "UNDERLAY_OBSERVABILITY__TRACING_ENABLED": json.dumps(config.tracing),
+                "UNDERLAY_AUTH__ISSUER": config.auth.issuer,
+                "UNDERLAY_AUTH__AUDIENCE": config.auth.audience,
+                "UNDERLAY_AUTH__JWKS_URL": config.auth.jwks_url,
+                "UNDERLAY_HTTP__CORS_ORIGINS": json.dumps(config.api.cors_origins),
+            },
+            tracing=config.tracing,
+            log_retention=log_retention,
+            removal_policy=removal,
             vpc=self.network.vpc,
+            subnets=self.network.private_subnets,
             security_group=self.network.functions_sg,
-            data=self.data,
-            cache=self.cache,
-            messaging=self.messaging,
-            version=version,
         )
-        self.api = Api(self, "Api", config=config, functions=dict(self.functions.functions))
+        for spec in declaration.FUNCTIONS:
+            self._grant(self.functions.functions[spec.name], spec)
+
+        self.api = Api(
+            self,
+            "Api",
+            stage=config.stage,
+            functions=self.functions.functions,
+            authorizer_function=self.functions.functions["authorizer"],
+            throttle_rate=config.api.throttle_rate,
+            throttle_burst=config.api.throttle_burst,
+            authorizer_cache_seconds=config.api.authorizer_cache_seconds,
+            cors_origins=config.api.cors_origins,
+            log_retention=log_retention,
+            removal_policy=removal,
+        )
         self.monitoring = Monitoring(
             self,
             "Monitoring",
-            config=config,
-            api=self.api.api,
+            stage=config.stage,
+            http_api=self.api.http_api,
             functions=self.functions.functions,
+            queues=self.messaging.queues,
             dlqs=self.messaging.dlqs,
+            api_5xx_rate_percent=config.alarms.api_5xx_rate_percent,
+            api_p95_latency_ms=config.alarms.api_p95_latency_ms,
+            alarm_email=config.alarms.email,
+            removal_policy=removal,
         )
-        CfnOutput(self, "ApiUrl", value=self.api.url or "")
+
+        CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the HTTP API")
+        CfnOutput(self, "EventBusName", value=self.messaging.bus.event_bus_name)
+        CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
+
+    def _grant(self, fn: lambda_.Function, spec: declaration.Function) -> None:
+        """Least privilege from the declaration: each grant adds its permissions and the physical name."""
+        if spec.needs_redis:
+            fn.add_environment("UNDERLAY_REDIS__HOST", self.cache.host)
+            fn.add_environment("UNDERLAY_REDIS__PORT", self.cache.port)
+            fn.add_environment("UNDERLAY_REDIS__TLS", "true")
+            fn.add_environment("UNDERLAY_REDIS__AUTH_SECRET_ARN", self.cache.secret.secret_arn)
+            self.cache.secret.grant_read(fn)
+        for grant in spec.grants:
+            if grant.kind == "table":
+                for name in self._names(grant, self.data.tables):
+                    self.data.grant_table(fn, name, grant.access)
+                    fn.add_environment(declaration.env_name("table", name), self.data.tables[name].table_name)
+            elif grant.kind == "bucket":
+                for name in self._names(grant, self.data.buckets):
+                    self.data.grant_bucket(fn, name, grant.access)
+                    fn.add_environment(
+                        declaration.env_name("bucket", name), self.data.buckets[name].bucket_name
+                    )
+            elif grant.kind == "queue":
+                for name in self._names(grant, self.messaging.queues):
+                    self.messaging.grant_queue(fn, name, grant.access)
+                    fn.add_environment(
+                        declaration.env_name("queue", name), self.messaging.queues[name].queue_url
+                    )
+                    fn.add_environment(
+                        declaration.env_name("queue", f"{name}_dlq"), self.messaging.dlqs[name].queue_url
+                    )
+            else:  # the bus: there is one, whatever the name says
+                self.messaging.grant_bus(fn, grant.access)
+                fn.add_environment("UNDERLAY_EVENT_BUS", self.messaging.bus.event_bus_name)
+
+    @staticmethod
+    def _names(grant: declaration.Grant, declared: dict[str, Any]) -> list[str]:
+        if grant.name == "*":
+            return list(declared)
+        if grant.name not in declared:
+            raise ValueError(f"grant on undeclared {grant.kind} {grant.name!r}")
+        return [grant.name]

@@ -1,4 +1,11 @@
-"""Stage config (dev, prod): validated by pydantic at synth; an invalid file fails naming every bad field."""
+"""Per-stage deployment settings (`infra/stages/<stage>.json`), validated by pydantic before any resource exists.
+
+An invalid file fails synth with one line per bad field, so a typo in prod.json is a one-read fix:
+
+    stage config infra/stages/prod.json is invalid:
+      api.throttle_rate: Input should be greater than 0
+      log_retention_days: Value error, CloudWatch Logs accepts one of 1, 3, 5, ...
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,14 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from underlay.settings import Stage
 
+REPO = Path(__file__).resolve().parent.parent
 STAGES_DIR = Path(__file__).resolve().parent / "stages"
-LOG_RETENTION_DAYS = (
+
+# The only values CloudWatch Logs accepts for a log group's retention (PutRetentionPolicy).
+LOG_RETENTION_DAYS: tuple[int, ...] = (
     1,
     3,
     5,
@@ -36,50 +47,106 @@ LOG_RETENTION_DAYS = (
 
 
 class StageConfigError(Exception):
-    """Raised with one line per bad field."""
+    """A stage config that cannot be used; the message names the file and every bad field."""
 
 
-class ApiConfig(BaseModel):
-    throttle_rate: float = Field(gt=0)
-    throttle_burst: int = Field(gt=0)
-    authorizer_cache_seconds: int = Field(ge=0, le=3600)
+class _Strict(BaseModel):
+    # A misspelt key must fail, not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiConfig(_Strict):
+    throttle_rate: float = Field(gt=0, description="Steady-state requests per second for the stage")
+    throttle_burst: int = Field(gt=0, description="Burst bucket size")
+    authorizer_cache_seconds: int = Field(default=300, ge=0, le=3600)
     cors_origins: list[str] = Field(default_factory=list)
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        bad = [o for o in value if o != "*" and not o.startswith(("https://", "http://"))]
+        if bad:
+            raise ValueError(f"origins must be '*' or start with http:// or https://, got {bad}")
+        return value
 
-class AuthConfig(BaseModel):
+
+class AuthConfig(_Strict):
     issuer: str = Field(min_length=1)
     audience: str = Field(min_length=1)
-    jwks_url: str = Field(pattern=r"^https://")
+    jwks_url: str = Field(pattern=r"^https://\S+$")
 
 
-class StageConfig(BaseModel):
-    stage: Literal["dev", "staging", "prod"]
+class NetworkConfig(_Strict):
+    # 0 keeps dev free of NAT charges: the in-VPC functions reach AWS through endpoints only.
+    nat_gateways: int = Field(default=0, ge=0, le=3)
+    max_azs: int = Field(default=2, ge=2, le=3)
+    # Interface endpoints bill per AZ-hour (~7 USD/month each per AZ). One AZ serves the whole VPC (at
+    # cross-AZ data rates) and halves that in dev; prod keeps one per AZ so an AZ outage does not take them.
+    endpoints_single_az: bool = False
+
+
+class RedisConfig(_Strict):
+    node_type: str = Field(pattern=r"^cache\.[a-z0-9]+\.[a-z0-9]+$")
+    replicas: int = Field(default=0, ge=0, le=5)
+
+
+class AlarmsConfig(_Strict):
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    api_5xx_rate_percent: float = Field(default=1.0, gt=0, le=100)
+    api_p95_latency_ms: int = Field(default=1000, gt=0)
+
+
+class StageConfig(_Strict):
+    stage: Stage
     account: str | None = Field(default=None, pattern=r"^\d{12}$")
-    region: str | None = None
+    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
     api: ApiConfig
     auth: AuthConfig
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    redis: RedisConfig
+    alarms: AlarmsConfig = Field(default_factory=AlarmsConfig)
     log_retention_days: int
     removal_policy: Literal["retain", "destroy"]
     tracing: bool = False
-    redis_node_type: str = Field(pattern=r"^cache\.")
-    redis_replicas: int = Field(ge=0, le=5)
-    audit_retention_days: int = Field(ge=1, le=36500)
-    alarm_email: str | None = None
-    alarm_5xx_rate_percent: float = Field(default=1.0, gt=0, le=100)
-    alarm_p95_latency_ms: int = Field(default=1000, gt=0)
+    audit_retention_days: int = Field(ge=1, le=36500, description="Object Lock COMPLIANCE days")
 
-    def model_post_init(self, _: object) -> None:
-        if self.log_retention_days not in LOG_RETENTION_DAYS:
-            raise ValueError(f"log_retention_days must be one of {LOG_RETENTION_DAYS}")
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            allowed = ", ".join(map(str, LOG_RETENTION_DAYS))
+            raise ValueError(f"CloudWatch Logs accepts one of {allowed}; got {value}")
+        return value
 
 
-def load_stage_config(path: Path) -> StageConfig:
+def _display(path: Path) -> str:
     try:
-        return StageConfig.model_validate(json.loads(path.read_text()))
-    except FileNotFoundError as exc:
-        raise StageConfigError(f"stage config {path} does not exist") from exc
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def stage_file(stage: str) -> Path:
+    return STAGES_DIR / f"{stage}.json"
+
+
+def load_stage_config(path: Path, *, expected_stage: str | None = None) -> StageConfig:
+    """Read and validate a stage file. Raises `StageConfigError` naming every bad field."""
+    shown = _display(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        known = ", ".join(sorted(p.stem for p in STAGES_DIR.glob("*.json")))
+        raise StageConfigError(f"stage config {shown} does not exist (known stages: {known})") from None
     except json.JSONDecodeError as exc:
-        raise StageConfigError(f"stage config {path} is not valid JSON: {exc}") from exc
+        raise StageConfigError(f"stage config {shown} is not valid JSON: {exc}") from None
+    try:
+        config = StageConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc'])) or '(file)'}: {e['msg']}" for e in exc.errors()]
-        raise StageConfigError(f"stage config {path} is invalid:\n" + "\n".join(lines)) from exc
+        lines = [f"  {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()]
+        raise StageConfigError(f"stage config {shown} is invalid:\n" + "\n".join(lines)) from None
+    if expected_stage is not None and config.stage != expected_stage:
+        raise StageConfigError(
+            f"stage config {shown} is invalid:\n  stage: file says {config.stage!r} but {expected_stage!r} was requested"
+        )
+    return config
