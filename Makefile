@@ -41,7 +41,7 @@ lint: $(STAMP)
 
 synth: $(STAMP) $(NODE_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk synth --quiet -c stage=$(STAGE)
-	-$(BIN)/cfn-lint cdk.out/*.template.json -i W3005
+	$(BIN)/cfn-lint cdk.out/*.template.json -i W3005
 
 deploy: $(STAMP) $(NODE_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk deploy -c stage=$(STAGE)

@@ -338,10 +338,12 @@ def _reset_process_caches() -> None:
     from underlay.aws import reset_clients
     from underlay.health import clear_cache
     from underlay.observability import reset_observability
+    from underlay.pagination import reset_key
     from underlay.redis_client import reset_redis
     from underlay.settings import reset_settings
 
     reset_settings()
+    reset_key()
     reset_clients()
     reset_redis()
     reset_verifier()

@@ -16,8 +16,13 @@ from pathlib import Path
 
 from tests.perf.registry import BENCHMARKS, Figures
 
-MODULES = ("tests.perf.cold_start",)
 REPO = Path(__file__).resolve().parents[2]
+# Every module in tests/perf registers its benchmarks on import; a domain adds `tests/perf/<domain>.py`.
+MODULES = tuple(
+    f"tests.perf.{p.stem}"
+    for p in sorted(Path(__file__).parent.glob("*.py"))
+    if p.stem not in ("__init__", "__main__", "registry")
+)
 
 
 def main() -> int:

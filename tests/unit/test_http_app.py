@@ -178,3 +178,78 @@ def test_openapi_document_and_docs_are_served_offline() -> None:
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert "SwaggerUIBundle" in html and "cdn" not in html.lower().split("swaggeruibundle")[0][-2000:]
     assert "<script src=" not in html  # assets inline, no network
+
+
+class _RecordingHook:
+    def __init__(self, refuse: bool = False, crash: bool = False) -> None:
+        self.refuse, self.crash = refuse, crash
+        self.seen: list[tuple[str, str | None, int]] = []
+
+    def before(self, request: Any) -> None:
+        if self.crash:
+            raise RuntimeError("hook bug")
+        if self.refuse:
+            from underlay.errors import RateLimitedError
+
+            raise RateLimitedError(7)
+
+    def after(self, request: Any, status: int, headers: dict[str, str]) -> None:
+        self.seen.append((request.route_key, request.identity.sub if request.identity else None, status))
+        headers["X-Hooked"] = "yes"
+
+
+def test_request_hooks_see_every_request_and_can_answer_it() -> None:
+    from functions.health.app import app
+
+    hook = _RecordingHook()
+    app.hooks.append(hook)
+    try:
+        status, headers, _ = call(event("GET", "/v1/health/details", scopes="platform:read"))
+        assert headers["X-Hooked"] == "yes"
+        call(event("GET", "/v1/nope"))
+        hook.refuse = True
+        status, headers, body = call(event("GET", "/v1/health/live"))
+        assert_problem(status, headers, body, 429, "RATE_LIMITED")
+        assert headers["Retry-After"] == "7" and headers["X-Hooked"] == "yes"
+    finally:
+        app.hooks.remove(hook)
+    assert hook.seen[0][:2] == ("GET /v1/health/details", "alice")
+    assert hook.seen[1] == ("$default", None, 404)
+    assert hook.seen[2] == ("GET /v1/health/live", None, 429)
+
+
+def test_a_broken_hook_never_fails_the_request() -> None:
+    from functions.health.app import app
+
+    hook = _RecordingHook(crash=True)
+    app.hooks.append(hook)
+    try:
+        status, _, _ = call(event("GET", "/v1/health/live"))
+    finally:
+        app.hooks.remove(hook)
+    assert status == 200
+
+
+def test_the_request_context_is_bound_for_the_handler() -> None:
+    from underlay import context
+
+    from functions.health.app import app
+
+    captured: list[context.RequestContext] = []
+
+    class Capture:
+        def before(self, request: Any) -> None:
+            captured.append(context.current())
+
+        def after(self, request: Any, status: int, headers: dict[str, str]) -> None: ...
+
+    hook = Capture()
+    app.hooks.append(hook)
+    try:
+        e = event("GET", "/v1/health/details", scopes="platform:read", x_correlation_id="corr-9")
+        call(e)
+    finally:
+        app.hooks.remove(hook)
+    assert captured[0].correlation_id == "corr-9" and captured[0].sub == "alice"
+    assert captured[0].route == "GET /v1/health/details"
+    assert captured[0].source_ip == e["requestContext"]["http"]["sourceIp"]

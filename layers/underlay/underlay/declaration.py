@@ -149,6 +149,18 @@ FUNCTIONS: tuple[Function, ...] = (
             Grant("queue", "*", "describe"),
         ),
     ),
+    # --- cache (issue 3: cache and rate limiting) ---
+    # --- end of cache ---
+    # --- flags (issue 4: feature flags) ---
+    # --- end of flags ---
+    # --- config (issue 5: configuration) ---
+    # --- end of config ---
+    # --- audit (issue 6: audit log) ---
+    # --- end of audit ---
+    # --- jobs (issue 7: jobs, worker, events, e-mail) ---
+    # --- end of jobs ---
+    # --- admin (issue 8: admin, metrics, storage) ---
+    # --- end of admin ---
 )
 
 # --- routes -------------------------------------------------------------------------------------
@@ -172,6 +184,18 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/health/history", "health", "platform:read", "Health snapshots, newest first"),
     Route("GET", "/v1/openapi.json", "health", None, "The OpenAPI 3 document for the whole API"),
     Route("GET", "/v1/docs", "health", None, "Swagger UI (assets served locally)"),
+    # --- cache (issue 3: cache and rate limiting) ---
+    # --- end of cache ---
+    # --- flags (issue 4: feature flags) ---
+    # --- end of flags ---
+    # --- config (issue 5: configuration) ---
+    # --- end of config ---
+    # --- audit (issue 6: audit log) ---
+    # --- end of audit ---
+    # --- jobs (issue 7: jobs, worker, events, e-mail) ---
+    # --- end of jobs ---
+    # --- admin (issue 8: admin, metrics, storage) ---
+    # --- end of admin ---
 )
 
 # API Gateway sends requests that match no route here, so unknown routes and wrong methods get problem+json.
@@ -207,7 +231,20 @@ QUEUES: tuple[Queue, ...] = (
 
 EVENT_BUS = "underlay"
 
-SCHEDULES: tuple[Schedule, ...] = ()
+SCHEDULES: tuple[Schedule, ...] = (
+    # --- cache (issue 3: cache and rate limiting) ---
+    # --- end of cache ---
+    # --- flags (issue 4: feature flags) ---
+    # --- end of flags ---
+    # --- config (issue 5: configuration) ---
+    # --- end of config ---
+    # --- audit (issue 6: audit log) ---
+    # --- end of audit ---
+    # --- jobs (issue 7: jobs, worker, events, e-mail) ---
+    # --- end of jobs ---
+    # --- admin (issue 8: admin, metrics, storage) ---
+    # --- end of admin ---
+)
 
 
 # --- look-ups -----------------------------------------------------------------------------------

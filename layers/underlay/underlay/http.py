@@ -8,7 +8,10 @@
 - the body limit (413), content type (415) and malformed JSON (400) checks before any handler runs;
 - CORS origins from settings;
 - problem+json for every error (404/405 from the declaration, 422 from validation, 500 without a trace);
-- one access-log line per request (method, route, status, duration_ms) and EMF request metrics.
+- one access-log line per request (method, route, status, duration_ms) and EMF request metrics;
+- the request context (`underlay.context`) that events, audit and logs read, and one event batch per request;
+- request hooks: domains extend every API function here (rate limiting, RED metrics, error groups, config
+  reload) by adding a `"module:attribute"` to `REQUEST_HOOKS` instead of forking this factory.
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from underlay import declaration
+from underlay import context, declaration, events
 from underlay.errors import (
     PROBLEM_CONTENT_TYPE,
     ConfigInvalidError,
@@ -54,10 +57,6 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-def new_traceparent() -> str:
-    return f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
-
-
 class RequestIdentity:
     """The caller as the authorizer described it (`requestContext.authorizer.lambda`)."""
 
@@ -71,6 +70,63 @@ class RequestIdentity:
         self.roles: tuple[str, ...] = tuple(r for r in str(context.get("roles", "")).split(",") if r)
 
 
+class RequestInfo:
+    """What request hooks see. `error` is the unexpected exception behind a 500, if there was one."""
+
+    __slots__ = ("error", "event", "identity", "method", "path", "route", "started")
+
+    def __init__(
+        self, event: dict[str, Any], method: str, path: str, route: declaration.Route | None
+    ) -> None:
+        self.event = event
+        self.method = method
+        self.path = path
+        self.route = route  # the declared route, or None for an unknown route or wrong method
+        self.identity: RequestIdentity | None = None
+        self.error: BaseException | None = None
+        self.started = time.perf_counter()
+
+    @property
+    def route_key(self) -> str:
+        """`GET /v1/cache/keys/{key}` for a declared route; `$default` otherwise (keeps metric labels bounded)."""
+        return self.route.key if self.route else "$default"
+
+
+class RequestHook(Protocol):
+    """Runs around every request of every API function.
+
+    `before` runs after authentication and may raise an `UnderlayError` to answer instead of the handler
+    (429, say); any other exception is logged and ignored, so a broken hook never fails a request.
+    `after` sees the final status and may add response headers; its exceptions are logged and ignored.
+    """
+
+    def before(self, request: RequestInfo) -> None: ...
+
+    def after(self, request: RequestInfo, status: int, headers: dict[str, str]) -> None: ...
+
+
+# `"module:attribute"` of each hook object, in order. Imported once per function, when the app is created;
+# a hook imports its heavy dependencies (redis, boto3) inside `before`/`after`, not at module level.
+REQUEST_HOOKS: tuple[str, ...] = (
+    # --- config (issue 5: hot reload check) ---
+    # --- end of config ---
+    # --- cache (issue 3: rate limiting) ---
+    # --- end of cache ---
+    # --- admin (issue 8: RED metrics, error groups) ---
+    # --- end of admin ---
+)
+
+
+def _load_hooks() -> list[RequestHook]:
+    import importlib
+
+    hooks = []
+    for spec in REQUEST_HOOKS:
+        module, _, attribute = spec.partition(":")
+        hooks.append(getattr(importlib.import_module(module), attribute))
+    return hooks
+
+
 class UnderlayApp(APIGatewayHttpResolver):
     def __init__(self, function: str) -> None:
         super().__init__(enable_validation=True)
@@ -78,6 +134,8 @@ class UnderlayApp(APIGatewayHttpResolver):
         self.correlation_id = ""
         self.traceparent = ""
         self.identity: RequestIdentity | None = None
+        self.hooks: list[RequestHook] = _load_hooks()
+        self.request_info: RequestInfo | None = None
         self.exception_handler(UnderlayError)(self._on_underlay_error)
         self.exception_handler(RequestValidationError)(self._on_validation_error)
         self.exception_handler(Exception)(self._on_unexpected_error)
@@ -112,9 +170,8 @@ class UnderlayApp(APIGatewayHttpResolver):
 
     # --- the Lambda entry point -----------------------------------------------------------------
 
-    def lambda_handler(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def lambda_handler(self, event: dict[str, Any], context_: Any) -> dict[str, Any]:
         global _cold_start
-        started = time.perf_counter()
         headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
         http = (event.get("requestContext") or {}).get("http") or {}
         method = str(http.get("method", "GET")).upper()
@@ -122,9 +179,19 @@ class UnderlayApp(APIGatewayHttpResolver):
         supplied = headers.get("x-correlation-id") or headers.get("x-request-id") or ""
         self.correlation_id = supplied if _CORRELATION_ID.match(supplied) else str(uuid.uuid4())
         incoming = headers.get("traceparent", "")
-        self.traceparent = incoming if _TRACEPARENT.match(incoming) else new_traceparent()
+        self.traceparent = incoming if _TRACEPARENT.match(incoming) else context.new_traceparent()
         self.identity = None
         route_key = str(event.get("routeKey") or "")
+        declared = declaration.route(route_key) or declaration.match(method, path).route
+        request = self.request_info = RequestInfo(event, method, path, declared)
+        request_context = context.RequestContext(
+            correlation_id=self.correlation_id,
+            traceparent=self.traceparent,
+            source_ip=str(http.get("sourceIp", "")),
+            user_agent=str(http.get("userAgent", "") or headers.get("user-agent", "")),
+            route=request.route_key,
+        )
+        context.set_current(request_context)
 
         logger = get_logger()
         logger.append_keys(
@@ -135,25 +202,35 @@ class UnderlayApp(APIGatewayHttpResolver):
             path=path,
         )
         _cold_start = False
-        try:
-            self._check_request(event, method, path, route_key, headers)
-            tracer = get_tracer()
-            if tracer is None:
-                response = self.resolve(event, context)
-            else:
-                with tracer.provider.in_subsegment(f"## {method} {path}"):
-                    response = self.resolve(event, context)
-        except UnderlayError as error:
-            response = self._problem_event(error, path)
-        except Exception as error:  # settings that fail validation, and anything the resolver let through
-            response = self._problem_event(self._unexpected(error), path)
+        with events.batch():
+            try:
+                self._check_request(event, method, path, declared, headers)
+                if self.identity is not None:
+                    request.identity = self.identity
+                    context.set_current(
+                        request_context._replace(
+                            sub=self.identity.sub, tenant=self.identity.tenant, tier=self.identity.tier
+                        )
+                    )
+                self._run_before_hooks(request)
+                tracer = get_tracer()
+                if tracer is None:
+                    response = self.resolve(event, context_)
+                else:
+                    with tracer.provider.in_subsegment(f"## {method} {path}"):
+                        response = self.resolve(event, context_)
+            except UnderlayError as error:
+                response = self._problem_event(error, path)
+            except Exception as error:  # settings that fail validation, and anything the resolver let through
+                response = self._problem_event(self._unexpected(error), path)
 
-        status = int(response.get("statusCode", 500))
-        out_headers = response.setdefault("headers", {})
-        out_headers["X-Correlation-ID"] = self.correlation_id
-        out_headers["traceparent"] = self.traceparent
-        out_headers.update(self._cors_headers(headers.get("origin")))
-        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+            status = int(response.get("statusCode", 500))
+            out_headers = response.setdefault("headers", {})
+            out_headers["X-Correlation-ID"] = self.correlation_id
+            out_headers["traceparent"] = self.traceparent
+            out_headers.update(self._cors_headers(headers.get("origin")))
+            self._run_after_hooks(request, status, out_headers)
+        duration_ms = round((time.perf_counter() - request.started) * 1000, 2)
         route = route_key if route_key and route_key != "$default" else path
         logger.info(
             "request",
@@ -168,15 +245,35 @@ class UnderlayApp(APIGatewayHttpResolver):
         self._emit_request_metrics(status, duration_ms)
         return response
 
+    def _run_before_hooks(self, request: RequestInfo) -> None:
+        for hook in self.hooks:
+            try:
+                hook.before(request)
+            except UnderlayError:
+                raise
+            except Exception:
+                get_logger().exception("request hook failed", extra={"hook": type(hook).__name__})
+
+    def _run_after_hooks(self, request: RequestInfo, status: int, headers: dict[str, str]) -> None:
+        for hook in self.hooks:
+            try:
+                hook.after(request, status, headers)
+            except Exception:
+                get_logger().exception("request hook failed", extra={"hook": type(hook).__name__})
+
     # --- checks before any handler --------------------------------------------------------------
 
     def _check_request(
-        self, event: dict[str, Any], method: str, path: str, route_key: str, headers: dict[str, str]
+        self,
+        event: dict[str, Any],
+        method: str,
+        path: str,
+        declared: declaration.Route | None,
+        headers: dict[str, str],
     ) -> None:
         from underlay.settings import get_settings
 
         settings = get_settings()
-        declared = declaration.route(route_key) or declaration.match(method, path).route
         if declared is None:
             return  # the resolver answers 404 or 405 from the declaration
         body = event.get("body")
@@ -268,6 +365,8 @@ class UnderlayApp(APIGatewayHttpResolver):
     def _unexpected(self, error: Exception) -> UnderlayError:
         from pydantic import ValidationError
 
+        if self.request_info is not None:
+            self.request_info.error = error
         if isinstance(error, ValidationError) and error.title == "Settings":
             fields = [".".join(str(p) for p in e["loc"]) for e in error.errors()]
             get_logger().error("configuration is invalid", extra={"fields": fields})

@@ -59,6 +59,9 @@ class HealthSettings(BaseModel):
 class HttpSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
+    # Signs list cursors (underlay.pagination). On AWS the key lives in Secrets Manager.
+    cursor_secret: SecretStr | None = None
+    cursor_secret_arn: str | None = None
 
 
 class ObservabilitySettings(BaseModel):
@@ -79,6 +82,18 @@ class Settings(BaseModel):
     health: HealthSettings = Field(default_factory=HealthSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    # --- cache (issue 3) ---
+    # --- end of cache ---
+    # --- flags (issue 4) ---
+    # --- end of flags ---
+    # --- config (issue 5) ---
+    # --- end of config ---
+    # --- audit (issue 6) ---
+    # --- end of audit ---
+    # --- jobs (issue 7) ---
+    # --- end of jobs ---
+    # --- admin (issue 8) ---
+    # --- end of admin ---
     # Physical names of declared resources, set by CDK (see `declaration.env_name`) or the local stack.
     tables: dict[str, str] = Field(default_factory=dict)
     buckets: dict[str, str] = Field(default_factory=dict)
