@@ -61,8 +61,12 @@ def jobs():
 
 
 @app.handles("GET /v1/health/history")
-def history(limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
-    return {"snapshots": health.history(limit), "next_cursor": None}
+def history(
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> dict[str, Any]:
+    snapshots, next_cursor = health.history(limit, cursor)
+    return {"snapshots": snapshots, "next_cursor": next_cursor}
 
 
 @app.handles("GET /v1/openapi.json")

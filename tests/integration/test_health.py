@@ -42,11 +42,16 @@ def stack(clean_env: pytest.MonkeyPatch, redis_url: str) -> Iterator[pytest.Monk
 
 
 def call(path: str, *, scopes: str | None = "platform:read") -> tuple[int, dict[str, Any]]:
+    from urllib.parse import parse_qsl
+
     from functions.health.app import handler
 
     event = load_event("http/health_details")
+    path, _, query = path.partition("?")
     event["routeKey"] = f"GET {path}"
     event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["rawQueryString"] = query
+    event["queryStringParameters"] = dict(parse_qsl(query)) or None
     event["requestContext"]["authorizer"] = {"lambda": {"sub": "ops", "scopes": scopes or ""}}
     result = handler(event, None)
     return result["statusCode"], json.loads(result["body"])
@@ -147,6 +152,29 @@ def test_the_call_counter_sees_every_aws_call() -> None:
 def test_history_is_empty_until_the_snapshot_job_exists() -> None:
     status, body = call("/v1/health/history")
     assert status == 200 and body == {"snapshots": [], "next_cursor": None}
+
+
+def test_history_pages_newest_first_with_a_signed_cursor(stack: pytest.MonkeyPatch) -> None:
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    for minute in range(3):
+        ddb.put_item(
+            TableName="t-health_history",
+            Item={
+                "pk": {"S": "snapshot"},
+                "sk": {"S": f"2026-11-25T10:0{minute}:00+00:00"},
+                "status": {"S": "pass"},
+            },
+        )
+    status, first = call("/v1/health/history?limit=2")
+    assert status == 200, first
+    assert [s["sk"][14:16] for s in first["snapshots"]] == ["02", "01"]
+    assert first["next_cursor"]
+    status, second = call(f"/v1/health/history?limit=2&cursor={first['next_cursor']}")
+    assert status == 200 and [s["sk"][14:16] for s in second["snapshots"]] == ["00"]
+    assert second["next_cursor"] is None
+    forged = first["next_cursor"][:-2] + ("AA" if not first["next_cursor"].endswith("AA") else "BB")
+    status, problem = call(f"/v1/health/history?limit=2&cursor={forged}")
+    assert status == 400 and problem["code"] == "INVALID_CURSOR"
 
 
 def test_external_services_from_config(stack: pytest.MonkeyPatch) -> None:

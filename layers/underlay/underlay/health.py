@@ -314,21 +314,31 @@ def clear_cache() -> None:
     _cache.clear()
 
 
-def history(limit: int) -> list[dict[str, Any]]:
-    """Snapshots written by the scheduled `health.snapshot` job, newest first (a Query, never a Scan)."""
+HISTORY_CURSOR_SCOPE = "health:history"
+
+
+def history(limit: int, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """Snapshots written by the scheduled `health.snapshot` job, newest first, one page at a time.
+
+    A Query on the `snapshot` partition (never a Scan); `cursor` is the signed `next_cursor` of the previous page.
+    """
+    from underlay import pagination
     from underlay.aws import client
 
     table = get_settings().resource("table", "health_history")
+    start = pagination.decode(cursor, HISTORY_CURSOR_SCOPE) if cursor else None
     if not table:
-        return []
+        return [], None
     response = client("dynamodb").query(
         TableName=table,
         KeyConditionExpression="pk = :pk",
         ExpressionAttributeValues={":pk": {"S": "snapshot"}},
         ScanIndexForward=False,
         Limit=limit,
+        **({"ExclusiveStartKey": start} if start else {}),
     )
     from boto3.dynamodb.types import TypeDeserializer
 
     deserializer = TypeDeserializer()
-    return [{k: deserializer.deserialize(v) for k, v in item.items()} for item in response.get("Items", [])]
+    items = [{k: deserializer.deserialize(v) for k, v in item.items()} for item in response.get("Items", [])]
+    return items, pagination.encode(response.get("LastEvaluatedKey"), HISTORY_CURSOR_SCOPE)
