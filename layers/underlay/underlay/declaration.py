@@ -147,9 +147,26 @@ FUNCTIONS: tuple[Function, ...] = (
             Grant("table", "health_history", "read"),
             Grant("bucket", "*", "describe"),
             Grant("queue", "*", "describe"),
+            Grant("bus", "*", "write"),  # CacheFallbackActivated from the rate limiter's Redis breaker
         ),
     ),
     # --- cache (issue 3: cache and rate limiting) ---
+    Function(
+        name="cache",
+        description="Cache API: statistics, invalidation by key, pattern and tag, warming.",
+        memory_mb=256,
+        timeout_s=30,
+        needs_redis=True,
+        grants=(Grant("bus", "*", "write"),),
+    ),
+    Function(
+        name="admin",
+        description="Admin API: platform statistics, error groups, rate-limit resets, Prometheus metrics.",
+        memory_mb=256,
+        timeout_s=10,
+        needs_redis=True,
+        grants=(Grant("bus", "*", "write"),),
+    ),
     # --- end of cache ---
     # --- flags (issue 4: feature flags) ---
     # --- end of flags ---
@@ -185,6 +202,22 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/openapi.json", "health", None, "The OpenAPI 3 document for the whole API"),
     Route("GET", "/v1/docs", "health", None, "Swagger UI (assets served locally)"),
     # --- cache (issue 3: cache and rate limiting) ---
+    Route(
+        "GET", "/v1/cache/stats", "cache", "cache:admin", "Hit ratio per data type, memory, keys, top keys"
+    ),
+    Route("DELETE", "/v1/cache/keys/{key}", "cache", "cache:admin", "Delete one key (namespaced)"),
+    Route(
+        "DELETE", "/v1/cache/pattern/{pattern}", "cache", "cache:admin", "Delete keys matching a glob pattern"
+    ),
+    Route("DELETE", "/v1/cache/tags/{tag}", "cache", "cache:admin", "Delete every key carrying a tag"),
+    Route("POST", "/v1/cache/warm", "cache", "cache:admin", "Run the registered cache warmers"),
+    Route(
+        "DELETE",
+        "/v1/admin/rate-limits/{subject}",
+        "admin",
+        ADMIN_SCOPE,
+        "Reset a caller's rate limits in every route group",
+    ),
     # --- end of cache ---
     # --- flags (issue 4: feature flags) ---
     # --- end of flags ---

@@ -96,14 +96,25 @@ def _latency(component: str, ms: float, settings: Settings) -> Check:
 
 
 def check_redis(settings: Settings) -> list[Check]:
-    from underlay.redis_client import get_redis
+    from underlay.redis_client import breaker, get_redis
 
     r = get_redis()
-    _, ms = _timed(r.ping)
+    state = breaker().state
+    if state != "closed":
+        # The cache and limiter are skipping Redis: degraded, whatever this probe finds.
+        circuit = Check(
+            "redis", "circuit", "warn", state, output="cache and rate limiter serving without Redis"
+        )
+    else:
+        circuit = Check("redis", "circuit", "pass", state)
+    try:
+        _, ms = _timed(r.ping)
+    except Exception as exc:
+        return [circuit, Check("redis", "status", "fail", output=f"{type(exc).__name__}: {str(exc)[:200]}")]
     info = r.info()
     used, peak_max = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
     hits, misses = int(info.get("keyspace_hits", 0)), int(info.get("keyspace_misses", 0))
-    checks = [_latency("redis", ms, settings), Check("redis", "usedMemory", "pass", used, "bytes")]
+    checks = [_latency("redis", ms, settings), circuit, Check("redis", "usedMemory", "pass", used, "bytes")]
     if peak_max:
         ratio = used / peak_max
         checks.append(

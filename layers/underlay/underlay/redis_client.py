@@ -2,12 +2,19 @@
 
 Locally `UNDERLAY_REDIS__URL` points at a redis-server (or the dev stack's). On AWS the client connects to the
 ElastiCache endpoint over TLS, with the auth token read once from Secrets Manager.
+
+`breaker()` is the one circuit breaker in front of Redis, shared by the cache and the rate limiter: after
+`cache.breaker_failures` consecutive errors it opens for `cache.breaker_cooldown_seconds`, during which callers
+skip Redis entirely (the cache computes, the limiter applies its fail mode); then one probe call is let through.
+Opening logs a warning, counts `RedisCircuitOpened` and emits `CacheFallbackActivated`.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 from underlay.settings import get_settings
 
@@ -67,13 +74,111 @@ def get_redis() -> redis.Redis:
 
 
 def reset_redis() -> None:
-    global _client
+    """Drop the client and the breaker (tests, and the local stack between runs)."""
+    global _client, _breaker
     with _lock:
         if _client is not None:
             _client.close()
         _client = None
+        _breaker = None
 
 
 def key(*parts: str) -> str:
     """A namespaced key: every key starts with the configured prefix."""
     return get_settings().redis.prefix + ":".join(parts)
+
+
+BreakerState = Literal["closed", "open", "half_open"]
+
+
+class CircuitBreaker:
+    """Consecutive-failure breaker. Thread-safe; `clock` is injectable for tests."""
+
+    def __init__(
+        self,
+        failures: int,
+        cooldown_seconds: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_open: Callable[[int, str], None] | None = None,
+    ) -> None:
+        self.failures_to_open = failures
+        self.cooldown_seconds = cooldown_seconds
+        self._clock = clock
+        self._on_open = on_open
+        self._lock = threading.Lock()
+        self._consecutive = 0
+        self._opened_at: float | None = None
+        self._probing = False
+        self.times_opened = 0
+
+    @property
+    def state(self) -> BreakerState:
+        if self._opened_at is None:
+            return "closed"
+        if self._clock() - self._opened_at >= self.cooldown_seconds:
+            return "half_open"
+        return "open"
+
+    def allow(self) -> bool:
+        """May the caller use Redis now? In half-open state exactly one caller (the probe) is let through."""
+        if self._opened_at is None:
+            return True
+        with self._lock:
+            if self.state != "half_open" or self._probing:
+                return False
+            self._probing = True
+            return True
+
+    def success(self) -> None:
+        if self._opened_at is None and self._consecutive == 0:
+            return
+        with self._lock:
+            self._consecutive = 0
+            self._opened_at = None
+            self._probing = False
+
+    def failure(self, error: BaseException | None = None) -> None:
+        opened = False
+        with self._lock:
+            self._consecutive += 1
+            if self._probing or (self._opened_at is None and self._consecutive >= self.failures_to_open):
+                opened = self._opened_at is None
+                self._opened_at = self._clock()
+                self._probing = False
+                self.times_opened += int(opened)
+        if opened and self._on_open is not None:
+            self._on_open(self._consecutive, type(error).__name__ if error else "")
+
+
+def _breaker_opened(failures: int, error: str) -> None:
+    from aws_lambda_powertools.metrics import MetricUnit
+    from underlay import events
+    from underlay.observability import get_logger, get_metrics
+
+    cooldown = get_settings().cache.breaker_cooldown_seconds
+    get_logger().warning(
+        "redis unavailable; serving without it",
+        extra={"failures": failures, "error": error, "cooldown_s": cooldown},
+    )
+    get_metrics().add_metric(name="RedisCircuitOpened", unit=MetricUnit.Count, value=1)
+    events.publish(
+        "CacheFallbackActivated",
+        {"reason": error or "redis errors", "failures": failures, "cooldown_s": cooldown},
+    )
+
+
+_breaker: CircuitBreaker | None = None
+
+
+def breaker() -> CircuitBreaker:
+    """The process-wide breaker in front of Redis (configured from `cache.breaker_*`)."""
+    global _breaker
+    if _breaker is None:
+        with _lock:
+            if _breaker is None:
+                cfg = get_settings().cache
+                _breaker = CircuitBreaker(
+                    cfg.breaker_failures, cfg.breaker_cooldown_seconds, on_open=_breaker_opened
+                )
+    return _breaker

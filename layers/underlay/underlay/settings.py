@@ -70,6 +70,102 @@ class ObservabilitySettings(BaseModel):
     metrics_namespace: str = "Underlay"
 
 
+class CacheSettings(BaseModel):
+    """The cache client's policy (issue 3). Runtime-tunable: TTLs per data type, stampede and breaker knobs."""
+
+    # Seconds per data type (the first segment of a declared key builder's type, see `underlay.cache.keys`).
+    ttl_seconds: dict[str, int] = Field(
+        default_factory=lambda: {
+            "detail": 3600,
+            "list": 600,
+            "rankings": 86400,
+            "autocomplete": 300,
+            "banners": 600,
+        }
+    )
+    default_ttl_seconds: int = Field(default=600, ge=1)
+    # Stampede protection: XFetch beta (>1 recomputes earlier), the compute lock, and how long others wait for it.
+    xfetch_beta: float = Field(default=1.0, ge=0)
+    lock_seconds: float = Field(default=10.0, gt=0)
+    lock_wait_seconds: float = Field(default=2.0, ge=0)
+    # Circuit breaker: this many consecutive Redis failures open it for the cool-down; then one probe is let through.
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
+    # delete_by_pattern: SCAN page size and UNLINK batch size.
+    scan_count: int = Field(default=1000, ge=10, le=100_000)
+    unlink_batch: int = Field(default=500, ge=1, le=10_000)
+    # In-process hit/miss counters are flushed to Redis at most this often (piggy-backed, never per call).
+    stats_flush_seconds: float = Field(default=10.0, ge=0)
+    # CacheEntryAdded is sampled (SPEC: never one per write): this fraction of writes emit one.
+    entry_added_sample_rate: float = Field(default=0.001, ge=0, le=1)
+    top_keys_sample: int = Field(default=200, ge=0, le=10_000)
+
+    @field_validator("ttl_seconds")
+    @classmethod
+    def _positive_ttls(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = sorted(k for k, v in value.items() if v < 1)
+        if bad:
+            raise ValueError(f"TTLs must be at least 1 second: {', '.join(bad)}")
+        return value
+
+
+class RateTier(BaseModel):
+    """`limit` requests (weighted) per `period_seconds`; `limit=None` is unlimited."""
+
+    limit: int | None = Field(default=60, ge=1)
+    period_seconds: int = Field(default=60, ge=1, le=86_400)
+
+
+def _default_tiers() -> dict[str, RateTier]:
+    return {
+        "anonymous": RateTier(limit=30),
+        "free": RateTier(limit=60),
+        "basic": RateTier(limit=120),
+        "premium": RateTier(limit=300),
+        "pro": RateTier(limit=600),
+        "enterprise": RateTier(limit=None),
+    }
+
+
+class RateLimitSettings(BaseModel):
+    """Per-caller limits by plan tier and route group (issue 3). A route group is the route's function."""
+
+    enabled: bool = True
+    tiers: dict[str, RateTier] = Field(default_factory=_default_tiers)
+    # Per route group overrides: {"flags": {"free": {"limit": 600}}}; a group not listed uses `tiers`.
+    groups: dict[str, dict[str, RateTier]] = Field(default_factory=dict)
+    # What one request of a route costs (route key -> weight); unlisted routes cost 1.
+    costs: dict[str, int] = Field(
+        default_factory=lambda: {"POST /v1/cache/warm": 10, "DELETE /v1/cache/pattern/{pattern}": 5}
+    )
+    # Never limited: load-balancer and orchestrator probes.
+    exempt_routes: list[str] = Field(default_factory=lambda: ["GET /v1/health/live", "GET /v1/health/ready"])
+    fail_mode: Literal["open", "closed"] = "open"
+    # A caller known to be over its limit is refused in process, without Redis, for at most this long.
+    deny_cache_max_seconds: float = Field(default=1.0, ge=0, le=60)
+    violation_log_sample_rate: float = Field(default=0.1, ge=0, le=1)
+
+    @field_validator("costs")
+    @classmethod
+    def _positive_costs(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = sorted(k for k, v in value.items() if v < 1)
+        if bad:
+            raise ValueError(f"costs must be at least 1: {', '.join(bad)}")
+        return value
+
+    def tier(self, group: str, tier: str) -> RateTier:
+        """The limit for a tier in a route group; an unknown tier is treated as `free`."""
+        overrides = self.groups.get(group, {})
+        return overrides.get(tier) or self.tiers.get(tier) or overrides.get("free") or self.tiers["free"]
+
+    @field_validator("tiers")
+    @classmethod
+    def _has_free(cls, value: dict[str, RateTier]) -> dict[str, RateTier]:
+        if "free" not in value:
+            raise ValueError("tiers must define 'free' (the tier for callers with no or an unknown tier)")
+        return value
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -83,6 +179,8 @@ class Settings(BaseModel):
     http: HttpSettings = Field(default_factory=HttpSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     # --- cache (issue 3) ---
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     # --- end of cache ---
     # --- flags (issue 4) ---
     # --- end of flags ---
