@@ -266,6 +266,7 @@ EVENT_BUS = "underlay"
 
 SCHEDULES: tuple[Schedule, ...] = (
     # --- cache (issue 3: cache and rate limiting) ---
+    Schedule("cache-statistics", "0/15 * * * ? *", "UTC", "cache.stats"),
     # --- end of cache ---
     # --- flags (issue 4: feature flags) ---
     # --- end of flags ---

@@ -80,6 +80,7 @@ _REGISTRY: dict[str, JobType] = {}
 # Modules that register built-in job types, imported on first look-up.
 JOB_MODULES: list[str] = [
     # --- cache (issue 3) ---
+    "underlay.cache.jobs",
     # --- end of cache ---
     # --- flags (issue 4) ---
     # --- end of flags ---

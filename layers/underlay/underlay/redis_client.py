@@ -47,6 +47,8 @@ def get_redis() -> redis.Redis:
     with _lock:
         if _client is None:
             import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
 
             cfg = get_settings().redis
             common = {
@@ -54,6 +56,9 @@ def get_redis() -> redis.Redis:
                 "socket_connect_timeout": cfg.connect_timeout_seconds,
                 "health_check_interval": 30,
                 "retry_on_timeout": False,
+                # redis-py 6+ retries 3 times with up to 10 s backoff by default: seconds of a Lambda's budget
+                # per call while Redis is down. No retries here; the circuit breaker decides when to try again.
+                "retry": Retry(NoBackoff(), 0),
             }
             if cfg.url is not None:
                 _client = redis.Redis.from_url(cfg.url.get_secret_value(), **common)  # type: ignore[arg-type]
