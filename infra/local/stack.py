@@ -336,6 +336,7 @@ class LocalStack:
 def _reset_process_caches() -> None:
     from underlay.auth import reset_verifier
     from underlay.aws import reset_clients
+    from underlay.cache import reset_cache
     from underlay.health import clear_cache
     from underlay.observability import reset_observability
     from underlay.pagination import reset_key
@@ -346,6 +347,7 @@ def _reset_process_caches() -> None:
     reset_key()
     reset_clients()
     reset_redis()
+    reset_cache()
     reset_verifier()
     reset_observability()
     clear_cache()

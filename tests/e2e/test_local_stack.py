@@ -193,3 +193,19 @@ def test_an_oversized_body_is_413(stack: Stack) -> None:
         413,
         "PAYLOAD_TOO_LARGE",
     )
+
+
+def test_cache_api_over_http(stack: Stack) -> None:
+    token = stack.token(scopes=["cache:admin"])
+    status, _, body = stack.request("GET", "/v1/cache/stats", token=token)
+    assert status == 200, body
+    stats = json.loads(body)
+    assert {"hit_ratio", "by_type", "memory", "keys", "top_keys", "circuit"} <= stats.keys()
+    status, _, body = stack.request("DELETE", "/v1/cache/tags/movies", token=token)
+    assert status == 200 and json.loads(body) == {"tag": "movies", "deleted": 0}
+    problem(stack.request("DELETE", "/v1/cache/pattern/*", token=token), 422, "VALIDATION_FAILED")
+    problem(
+        stack.request("GET", "/v1/cache/stats", token=stack.token(scopes=["flags:read"])),
+        403,
+        "INSUFFICIENT_SCOPE",
+    )

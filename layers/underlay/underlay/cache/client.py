@@ -69,6 +69,16 @@ def decode(raw: bytes) -> tuple[int, int, bytes]:
     return int(delta), int(expires), payload
 
 
+_json = json.JSONDecoder()
+
+
+def load(raw: bytes) -> Any:
+    """The value of a stored entry: the hit path, so one split and the decoder's fast entry point."""
+    if raw[:3] == _MAGIC:
+        raw = raw.split(b":", 3)[3]
+    return _json.raw_decode(raw.decode())[0]
+
+
 def validate_pattern(pattern: str) -> str:
     """A pattern relative to the cache namespace, with a literal start: `movie:detail:*` yes, `*` or `?x` no."""
     reason = None
@@ -109,7 +119,7 @@ class Cache:
         self._clock = clock
         self._errors = _errors()
         self._release: Any = None
-        self._counts: Counter[str] = Counter()  # "<type>:hits" / "<type>:misses", not yet flushed
+        self._counts: Counter[tuple[str, bool]] = Counter()  # (data type, hit) -> count, not yet flushed
         self._counts_lock = threading.Lock()
         self._last_flush = time.monotonic()
         self.fallbacks = 0  # data operations served without Redis in this process
@@ -160,7 +170,7 @@ class Cache:
         return result
 
     def _count(self, data_type: str, hit: bool, n: int = 1) -> None:
-        self._counts[f"{data_type}:{'hits' if hit else 'misses'}"] += n
+        self._counts[data_type, hit] += n
         if time.monotonic() - self._last_flush >= self.settings.stats_flush_seconds:
             self.flush_stats()
 
@@ -174,8 +184,8 @@ class Cache:
 
         def flush(r: RedisClient) -> None:
             pipe = r.pipeline(transaction=False)
-            for field, n in pending.items():
-                pipe.hincrby(self.stats_key, field, n)
+            for (data_type, hit), n in pending.items():
+                pipe.hincrby(self.stats_key, f"{data_type}:{'hits' if hit else 'misses'}", n)
             pipe.execute()
 
         if self._degrade(flush, _MISSING) is _MISSING:
@@ -185,12 +195,23 @@ class Cache:
     # --- data operations ------------------------------------------------------------------------
 
     def get(self, key: Key, default: Any = None) -> Any:
-        raw = self._degrade(lambda r: r.get(self.full_key(key)), None)
+        # `_degrade` spelled out: this is the hit path, and a closure per call is a measurable share of it.
+        raw: Any = None
+        if self.breaker.allow():
+            try:
+                raw = self._client().get(self.full_key(key))
+            except self._errors as error:
+                self.breaker.failure(error)
+                self.fallbacks += 1
+            else:
+                self.breaker.success()
+        else:
+            self.fallbacks += 1
         if raw is None:
             self._count(self._type(key), hit=False)
             return default
         self._count(self._type(key), hit=True)
-        return json.loads(decode(raw)[2])
+        return load(raw)
 
     def set(self, key: Key, value: Any, ttl: int | None = None, *, tags: Sequence[str] = ()) -> bool:
         """Store `value` (JSON-serialisable) for its data type's TTL. False when the write was dropped."""
@@ -258,7 +279,7 @@ class Cache:
         values = []
         for key, raw in zip(keys, raws, strict=True):
             self._count(self._type(key), hit=raw is not None)
-            values.append(default if raw is None else json.loads(decode(raw)[2]))
+            values.append(default if raw is None else load(raw))
         return values
 
     def mset(self, items: Mapping[Key, Any] | Iterable[tuple[Key, Any]], ttl: int | None = None) -> bool:
@@ -335,11 +356,11 @@ class Cache:
             delta_ms, expires_at_ms, payload = decode(raw)
             if not self._recompute_early(delta_ms, expires_at_ms):
                 self._count(data_type, hit=True)
-                return json.loads(payload)  # type: ignore[no-any-return]
+                return load(payload)  # type: ignore[no-any-return]
             token = self._try_lock(full)
             if token is None:  # someone else is already refreshing it
                 self._count(data_type, hit=True)
-                return json.loads(payload)  # type: ignore[no-any-return]
+                return load(payload)  # type: ignore[no-any-return]
             self._count(data_type, hit=False)
             return self._compute_and_store(key, compute, ttl, tags, token)
         self._count(data_type, hit=False)
@@ -373,7 +394,7 @@ class Cache:
             if raw is _MISSING:
                 return _MISSING
             if raw is not None:
-                return json.loads(decode(raw)[2])
+                return load(raw)
         return _MISSING
 
     def _compute_and_store(
