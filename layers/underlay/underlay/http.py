@@ -111,6 +111,7 @@ REQUEST_HOOKS: tuple[str, ...] = (
     # --- config (issue 5: hot reload check) ---
     # --- end of config ---
     # --- cache (issue 3: rate limiting) ---
+    "underlay.ratelimit:hook",
     # --- end of cache ---
     # --- admin (issue 8: RED metrics, error groups) ---
     # --- end of admin ---
