@@ -22,16 +22,17 @@ from tests.conftest import REPO
 
 
 class ScriptedRedis:
-    """Answers EVALSHA from a list of `[allowed, retry_us, remaining, reset_us]` replies, counting calls."""
+    """Answers EVALSHA from scripted replies (the script's one integer: the new TAT - now when allowed,
+    -(TAT - now) - 1 when denied, in µs), counting calls."""
 
-    def __init__(self, *replies: list[int] | Exception) -> None:
+    def __init__(self, *replies: int | Exception) -> None:
         self.replies = list(replies)
         self.calls: list[tuple[Any, ...]] = []
 
     def register_script(self, script: str) -> Any:
         return type("Script", (), {"sha": "0" * 40})()
 
-    def evalsha(self, sha: str, numkeys: int, *args: Any) -> list[int]:
+    def evalsha(self, sha: str, numkeys: int, *args: Any) -> int:
         self.calls.append(args)
         reply = self.replies.pop(0)
         if isinstance(reply, Exception):
@@ -142,10 +143,13 @@ def test_unlimited_disabled_and_impossible_costs_skip_redis() -> None:
 
 
 def test_an_unknown_tier_is_limited_as_free() -> None:
-    client = ScriptedRedis([1, 0, 4, 400_000])
+    client = ScriptedRedis(400_000, 1_200_000)
     decision = make(client).check("u", "health", "gold-plated")
-    assert decision.policy == "free" and decision.limit == 5
-    assert client.calls[0][1:] == (400_000, 2_000_000, 1)  # interval and period in µs, cost
+    assert decision.policy == "free" and decision.limit == 5 and decision.remaining == 4
+    assert client.calls[0][1:] == (400_000, 2_000_000)  # cost x interval, and the period, in µs
+    weighted = make(client).check("u", "health", "free", cost=2)
+    assert weighted.remaining == 2 and weighted.reset_seconds == 1.2
+    assert client.calls[1][1:] == (800_000, 2_000_000)
 
 
 # --- the deny cache --------------------------------------------------------------------------------
@@ -153,7 +157,7 @@ def test_an_unknown_tier_is_limited_as_free() -> None:
 
 def test_the_deny_cache_answers_until_the_caller_could_pass_or_its_maximum() -> None:
     clock = Clock()
-    client = ScriptedRedis([0, 300_000, 0, 1_900_000], [1, 0, 0, 2_000_000])
+    client = ScriptedRedis(-1_900_001, 2_000_000)  # denied at TAT - now = 1.9 s: retry after 0.3 s
     limiter = make(client, clock=clock)
     assert not limiter.check("a", "health", "free").allowed
     clock.now += 0.25
@@ -168,8 +172,9 @@ def test_the_deny_cache_answers_until_the_caller_could_pass_or_its_maximum() -> 
 
 def test_the_deny_cache_is_bounded_by_its_maximum() -> None:
     clock = Clock()
-    client = ScriptedRedis([0, 20_000_000, 0, 21_000_000], [0, 19_500_000, 0, 20_500_000])
-    limiter = make(client, clock=clock, deny_cache_max_seconds=0.5)
+    client = ScriptedRedis(-60_000_001, -59_400_001)  # 2 per minute, both spent: retry after 30 s
+    slow = {"free": RateTier(limit=2, period_seconds=60)}
+    limiter = make(client, clock=clock, deny_cache_max_seconds=0.5, tiers=slow)
     limiter.check("a", "health", "free")
     clock.now += 0.4
     assert limiter.check("a", "health", "free").from_deny_cache
@@ -216,7 +221,7 @@ def request(route_key: str, *, identity: dict[str, str] | None = None, ip: str =
 
 
 def test_the_hook_keys_callers_by_sub_and_anonymous_callers_by_ip() -> None:
-    client = ScriptedRedis(*([[1, 0, 4, 400_000]] * 2))
+    client = ScriptedRedis(400_000, 400_000)
     ratelimit._limiter = make(client)
     headers: dict[str, str] = {}
     ratelimit.hook.before(req := request("GET /v1/health"))
@@ -233,7 +238,7 @@ def test_the_hook_skips_exempt_and_unknown_routes() -> None:
 
 
 def test_the_hook_raises_429_with_headers_and_503_when_closed() -> None:
-    ratelimit._limiter = make(ScriptedRedis([0, 400_000, 0, 2_000_000]), deny_cache_max_seconds=0)
+    ratelimit._limiter = make(ScriptedRedis(-2_000_001), deny_cache_max_seconds=0)
     with pytest.raises(RateLimitedError) as limited:
         ratelimit.hook.before(request("GET /v1/health"))
     assert limited.value.headers["Retry-After"] == "1" and limited.value.headers["RateLimit"].endswith(

@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from underlay.errors import DependencyUnavailableError, FieldError, RateLimitedError, ValidationFailedError
 
@@ -50,24 +50,19 @@ if TYPE_CHECKING:
     from underlay.redis_client import CircuitBreaker
     from underlay.settings import RateLimitSettings
 
-# KEYS[1] the subject's key; ARGV: emission interval (µs per unit), period (µs, the burst tolerance), cost.
-# Returns {allowed, retry_after_us, remaining, reset_us}. Integers only: Lua's tostring would print the
-# 16-digit microsecond clock as 1.7e+15, hence string.format('%d').
+# KEYS[1] the subject's key; ARGV[1] the request's increment (cost x emission interval, µs); ARGV[2] the period
+# (µs: the burst tolerance). One integer back, so the reply is as cheap to parse as a GET's: allowed, the new
+# TAT - now (> 0); denied, -(TAT - now) - 1 (< 0). Remaining, reset and retry follow from it in Python. Integers
+# only: Lua's tostring would print the 16-digit microsecond clock as 1.7e+15, hence string.format('%d').
 GCRA_LUA = """
-local interval = tonumber(ARGV[1])
-local period = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+local now = t[1] * 1000000 + t[2]
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-local new_tat = tat + cost * interval
-local retry = new_tat - period - now
-if retry > 0 then
-  return {0, retry, math.floor((period - (tat - now)) / interval), tat - now}
-end
+local new_tat = tat + ARGV[1]
+if new_tat - now > tonumber(ARGV[2]) then return now - tat - 1 end
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
-return {1, 0, math.floor((period - (new_tat - now)) / interval), new_tat - now}
+return new_tat - now
 """
 
 SUBJECT_MAX_LENGTH = 200
@@ -79,9 +74,9 @@ _MAX_KEY_CHARS = 72  # <= 72 characters keeps MEMORY USAGE of a key at 120 bytes
 _DENY_CACHE_MAX_ENTRIES = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The answer for one check. Seconds are floats; headers round them up."""
+class Decision(NamedTuple):
+    """The answer for one check. Seconds are floats; headers round them up. (A NamedTuple: it is built on
+    every request, and a frozen dataclass costs several times as much to construct.)"""
 
     allowed: bool
     policy: str  # the effective tier name (an unknown tier is `free`)
@@ -127,6 +122,14 @@ class ResetResult:
         }
 
 
+class _Plan(NamedTuple):
+    policy: str
+    limit: int | None
+    period_seconds: int
+    period_us: int
+    interval_us: int
+
+
 @dataclass(slots=True)
 class _Denied:
     """What this instance knows about a refused caller, on its own monotonic clock."""
@@ -166,16 +169,21 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._sha: str | None = None
         self._warned_unconfigured = False
+        # Derived from the settings in force; dropped when they are reloaded (`_refresh`).
+        self._root: object = None
+        self._plans: dict[tuple[str, str], _Plan] = {}
+        self._keys: dict[tuple[str, str], str] = {}
 
     # --- configuration and dependencies ---------------------------------------------------------
 
     @property
     def settings(self) -> RateLimitSettings:
-        if self._settings is not None:
-            return self._settings
         from underlay.settings import get_settings
 
-        return get_settings().ratelimit
+        root = get_settings()
+        if root is not self._root:  # reloaded: the prefix or the tiers may have changed
+            self._root, self._plans, self._keys = root, {}, {}
+        return self._settings if self._settings is not None else root.ratelimit
 
     def _redis(self) -> redis.Redis:
         if self._client is not None:
@@ -193,13 +201,34 @@ class RateLimiter:
 
     def key(self, subject: str, group: str) -> str:
         """The Redis key of a subject in a route group (short: see the module docstring)."""
+        found = self._keys.get((group, subject))
+        if found is not None and self._root is not None:
+            return found
         from underlay.redis_client import key
 
         full = key("rl", group, subject)
-        if len(full) <= _MAX_KEY_CHARS:
-            return full
-        digest = hashlib.blake2b(subject.encode(), digest_size=15).digest()
-        return key("rl", group, "#" + base64.urlsafe_b64encode(digest).decode())
+        if len(full) > _MAX_KEY_CHARS:
+            digest = hashlib.blake2b(subject.encode(), digest_size=15).digest()
+            full = key("rl", group, "#" + base64.urlsafe_b64encode(digest).decode())
+        if len(self._keys) >= _DENY_CACHE_MAX_ENTRIES:
+            self._keys.clear()
+        self._keys[(group, subject)] = full
+        return full
+
+    def _plan(self, cfg: RateLimitSettings, group: str, tier: str) -> _Plan:
+        plan = self._plans.get((group, tier))
+        if plan is None:
+            policy = tier if tier in cfg.tiers or tier in cfg.groups.get(group, {}) else "free"
+            rate = cfg.tier(group, policy)
+            limit = rate.limit if cfg.enabled else None
+            period_us = rate.period_seconds * 1_000_000
+            # Integer microseconds keep the script exact; flooring the interval admits exactly `limit` a burst.
+            interval_us = max(1, period_us // limit) if limit else 0
+            plan = _Plan(policy, limit, rate.period_seconds, period_us, interval_us)
+            if len(self._plans) >= 1000:  # tiers come from tokens: keep a flood of odd ones bounded
+                self._plans.clear()
+            self._plans[(group, tier)] = plan
+        return plan
 
     def groups(self) -> tuple[str, ...]:
         """Every route group: the declared API functions, plus groups that only exist in `groups` config."""
@@ -211,12 +240,9 @@ class RateLimiter:
 
     def check(self, subject: str, group: str, tier: str, cost: int = 1) -> Decision:
         """May `subject` spend `cost` units in `group` now? Never raises for Redis trouble."""
-        cfg = self.settings
-        policy = tier if tier in cfg.tiers or tier in cfg.groups.get(group, {}) else "free"
-        rate = cfg.tier(group, policy)
-        if rate.limit is None or not cfg.enabled:
-            return Decision(True, policy, None, rate.period_seconds)
-        limit, period_s = rate.limit, rate.period_seconds
+        policy, limit, period_s, period_us, interval_us = self._plan(self.settings, group, tier)
+        if limit is None:
+            return Decision(True, policy, None, period_s)
         if cost > limit:  # can never be allowed; do not pretend a wait would help
             return Decision(False, policy, limit, period_s, 0, 0.0, float(period_s))
 
@@ -236,14 +262,10 @@ class RateLimiter:
         breaker = self._get_breaker()
         if not breaker.allow():
             return self._degraded(policy, limit, period_s, None)
-        # Integer microseconds keep the script exact; flooring the interval admits exactly `limit` per burst.
-        period_us = period_s * 1_000_000
-        interval_us = max(1, period_us // limit)
+        increment = cost * interval_us
         try:
             client = self._redis()
-            allowed, retry_us, remaining, reset_us = self._evalsha(
-                client, self.key(subject, group), interval_us, period_us, cost
-            )
+            reply = int(self._evalsha(client, self.key(subject, group), increment, period_us))
         except RuntimeError as exc:  # Redis is not configured for this function
             return self._degraded(policy, limit, period_s, exc)
         except Exception as exc:
@@ -252,24 +274,26 @@ class RateLimiter:
             breaker.failure(exc)
             return self._degraded(policy, limit, period_s, exc)
         breaker.success()
+        if reply > 0:  # allowed: the reply is the new TAT - now
+            return Decision(True, policy, limit, period_s, (period_us - reply) // interval_us, reply / 1e6)
+        tat = -reply - 1  # denied: the stored TAT - now, unchanged
         decision = Decision(
-            bool(allowed),
+            False,
             policy,
             limit,
             period_s,
-            int(remaining),
-            reset_us / 1e6,
-            retry_us / 1e6,
+            (period_us - tat) // interval_us,
+            tat / 1e6,
+            (tat + increment - period_us) / 1e6,
         )
-        if not decision.allowed:
-            self._remember_denied(subject, group, decision, interval_us / 1e6, now)
+        self._remember_denied(subject, group, decision, interval_us / 1e6, now)
         return decision
 
-    def _evalsha(self, client: redis.Redis, key: str, interval_us: int, period_us: int, cost: int) -> Any:
+    def _evalsha(self, client: redis.Redis, key: str, increment: int, period_us: int) -> Any:
         if self._sha is None:
             self._sha = client.register_script(GCRA_LUA).sha
         try:
-            return client.evalsha(self._sha, 1, key, interval_us, period_us, cost)
+            return client.evalsha(self._sha, 1, key, increment, period_us)
         except Exception as exc:
             import redis
 
@@ -277,7 +301,7 @@ class RateLimiter:
                 raise
             # A restarted or failed-over server lost its script cache: load it and retry once.
             script = client.register_script(GCRA_LUA)
-            return script(keys=[key], args=[interval_us, period_us, cost], client=client)
+            return script(keys=[key], args=[increment, period_us], client=client)
 
     def _remember_denied(
         self, subject: str, group: str, decision: Decision, interval: float, now: float
