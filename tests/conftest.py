@@ -100,3 +100,20 @@ def issuer(tmp_path: Path) -> Any:
     from infra.local.issuer import LocalIssuer
 
     return LocalIssuer(tmp_path / "issuer-key.pem")
+
+
+@pytest.fixture
+def aws(clean_env: pytest.MonkeyPatch, redis_url: str) -> Iterator[dict[str, str]]:
+    """moto (`mock_aws`) with every declared resource created as the local stack creates them, the session's
+    real Redis, and the environment that names them all; yields that environment."""
+    import boto3
+    from moto import mock_aws
+
+    from infra.local.stack import create_declared_resources
+
+    with mock_aws():
+        names = create_declared_resources(lambda service: boto3.client(service, region_name="us-east-1"), "t")
+        for name, value in names.items():
+            clean_env.setenv(name, value)
+        clean_env.setenv("UNDERLAY_REDIS__URL", redis_url)
+        yield names

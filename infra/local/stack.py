@@ -160,71 +160,81 @@ class AwsService:
         )
 
     def _create_resources(self) -> None:
-        ddb, s3, sqs, events = (self._client(s) for s in ("dynamodb", "s3", "sqs", "events"))
-        for table in declaration.TABLES:
-            name = f"{RESOURCE_PREFIX}-{table.name.replace('_', '-')}"
-            keys = [(table.partition_key, "HASH")] + ([(table.sort_key, "RANGE")] if table.sort_key else [])
-            attributes = {k for k, _ in keys}
-            indexes = []
-            for index in table.indexes:
-                idx_keys = [(index.partition_key, "HASH")]
-                if index.sort_key:
-                    idx_keys.append((index.sort_key, "RANGE"))
-                attributes.update(k for k, _ in idx_keys)
-                indexes.append(
-                    {
-                        "IndexName": index.name,
-                        "KeySchema": [{"AttributeName": k, "KeyType": t} for k, t in idx_keys],
-                        "Projection": {"ProjectionType": "ALL"},
-                    }
-                )
-            kwargs: dict[str, Any] = {
-                "TableName": name,
-                "KeySchema": [{"AttributeName": k, "KeyType": t} for k, t in keys],
-                "AttributeDefinitions": [
-                    {"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)
-                ],
-                "BillingMode": "PAY_PER_REQUEST",
-            }
-            if indexes:
-                kwargs["GlobalSecondaryIndexes"] = indexes
-            ddb.create_table(**kwargs)
-            if table.ttl_attribute:
-                ddb.update_time_to_live(
-                    TableName=name,
-                    TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute},
-                )
-            self.names[declaration.env_name("table", table.name)] = name
-        for bucket in declaration.BUCKETS:
-            name = f"{RESOURCE_PREFIX}-{bucket.name}"
-            s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=bucket.object_lock)
-            if bucket.versioned and not bucket.object_lock:
-                s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-            self.names[declaration.env_name("bucket", bucket.name)] = name
-        for queue in declaration.QUEUES:
-            dlq_url = sqs.create_queue(QueueName=f"{RESOURCE_PREFIX}-{queue.dlq_name}")["QueueUrl"]
-            dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-                "QueueArn"
-            ]
-            url = sqs.create_queue(
-                QueueName=f"{RESOURCE_PREFIX}-{queue.name}",
-                Attributes={
-                    "VisibilityTimeout": str(queue.visibility_timeout_s),
-                    "RedrivePolicy": json.dumps(
-                        {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(queue.max_receive_count)}
-                    ),
-                },
-            )["QueueUrl"]
-            self.names[declaration.env_name("queue", queue.name)] = url
-            self.names[declaration.env_name("queue", queue.dlq_name)] = dlq_url
-        bus = f"{RESOURCE_PREFIX}-{declaration.EVENT_BUS}"
-        events.create_event_bus(Name=bus)
-        self.names["UNDERLAY_EVENT_BUS"] = bus
+        self.names.update(create_declared_resources(self._client, RESOURCE_PREFIX))
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()
             self._server = None
+
+
+def create_declared_resources(client: Callable[[str], Any], prefix: str) -> dict[str, str]:
+    """Create every declared table (with GSIs and TTL), bucket, queue (with DLQ), the bus and the audit signing
+    key through `client(service)` (moto server or `mock_aws`), and return the environment that names them."""
+    names: dict[str, str] = {}
+    ddb, s3, sqs, events, kms = (client(s) for s in ("dynamodb", "s3", "sqs", "events", "kms"))
+    for table in declaration.TABLES:
+        name = f"{prefix}-{table.name.replace('_', '-')}"
+        keys = [(table.partition_key, "HASH")] + ([(table.sort_key, "RANGE")] if table.sort_key else [])
+        attributes = {k for k, _ in keys}
+        indexes = []
+        for index in table.indexes:
+            idx_keys = [(index.partition_key, "HASH")]
+            if index.sort_key:
+                idx_keys.append((index.sort_key, "RANGE"))
+            attributes.update(k for k, _ in idx_keys)
+            indexes.append(
+                {
+                    "IndexName": index.name,
+                    "KeySchema": [{"AttributeName": k, "KeyType": t} for k, t in idx_keys],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            )
+        kwargs: dict[str, Any] = {
+            "TableName": name,
+            "KeySchema": [{"AttributeName": k, "KeyType": t} for k, t in keys],
+            "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)],
+            "BillingMode": "PAY_PER_REQUEST",
+        }
+        if indexes:
+            kwargs["GlobalSecondaryIndexes"] = indexes
+        ddb.create_table(**kwargs)
+        if table.ttl_attribute:
+            ddb.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute},
+            )
+        names[declaration.env_name("table", table.name)] = name
+    for bucket in declaration.BUCKETS:
+        name = f"{prefix}-{bucket.name}"
+        s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=bucket.object_lock)
+        if bucket.versioned and not bucket.object_lock:
+            s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        names[declaration.env_name("bucket", bucket.name)] = name
+    for queue in declaration.QUEUES:
+        dlq_url = sqs.create_queue(QueueName=f"{prefix}-{queue.dlq_name}")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        url = sqs.create_queue(
+            QueueName=f"{prefix}-{queue.name}",
+            Attributes={
+                "VisibilityTimeout": str(queue.visibility_timeout_s),
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(queue.max_receive_count)}
+                ),
+            },
+        )["QueueUrl"]
+        names[declaration.env_name("queue", queue.name)] = url
+        names[declaration.env_name("queue", queue.dlq_name)] = dlq_url
+    bus = f"{prefix}-{declaration.EVENT_BUS}"
+    events.create_event_bus(Name=bus)
+    names["UNDERLAY_EVENT_BUS"] = bus
+    signing = kms.create_key(
+        KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256", Description=f"{prefix}: audit digest signing"
+    )
+    names["UNDERLAY_AUDIT__SIGNING_KEY_ID"] = signing["KeyMetadata"]["KeyId"]
+    return names
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -334,12 +344,14 @@ class LocalStack:
 
 
 def _reset_process_caches() -> None:
+    from underlay.audit import reset_audit
     from underlay.auth import reset_verifier
     from underlay.aws import reset_clients
     from underlay.cache import reset_cache
     from underlay.health import clear_cache
     from underlay.observability import reset_observability
     from underlay.pagination import reset_key
+    from underlay.ratelimit import reset_ratelimit
     from underlay.redis_client import reset_redis
     from underlay.settings import reset_settings
 
@@ -348,6 +360,8 @@ def _reset_process_caches() -> None:
     reset_clients()
     reset_redis()
     reset_cache()
+    reset_audit()
+    reset_ratelimit()
     reset_verifier()
     reset_observability()
     clear_cache()

@@ -173,7 +173,9 @@ def test_stampede_fifty_threads_compute_once(raw: redis.Redis) -> None:
     assert not raw.exists("t:cache-lock:t:cache:hot")  # released with the write
 
 
-def test_xfetch_recomputes_before_expiry_and_records_compute_time(raw: redis.Redis) -> None:
+def test_xfetch_recomputes_before_expiry_and_records_compute_time(
+    raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
     now = [1_000_000.0]
     cache = Cache(
         client=lambda: raw,
@@ -189,11 +191,22 @@ def test_xfetch_recomputes_before_expiry_and_records_compute_time(raw: redis.Red
         time.sleep(0.02)
         return len(calls)
 
+    from underlay.cache import client as cache_client
+
+    class Draw:  # XFetch's random draw, fixed: the early-recompute gap is -delta * beta * ln(draw)
+        value = 0.5
+
+        @classmethod
+        def random(cls) -> float:
+            return cls.value
+
+    monkeypatch.setattr(cache_client, "random", Draw)
     assert cache.get_or_compute("x", compute, ttl=60) == 1
     delta_ms, expires_at_ms, _ = decode(raw.get("t:cache:x"))  # type: ignore[arg-type]
     assert delta_ms >= 20 and expires_at_ms == 1_000_060_000
-    assert cache.get_or_compute("x", compute, ttl=60) == 1  # far from expiry: a plain hit
-    now[0] += 59.999  # a millisecond before expiry XFetch (almost) always recomputes early
+    now[0] += 59.9  # 100 ms before expiry; gap = delta * ln 2, well under 100 ms: a plain hit
+    assert cache.get_or_compute("x", compute, ttl=60) == 1
+    Draw.value = 1e-6  # an unlucky draw: gap = delta * 13.8 > 100 ms, so this caller recomputes early
     assert cache.get_or_compute("x", compute, ttl=60) == 2
 
 

@@ -16,7 +16,8 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Literal, NamedTuple
 
-Access = Literal["read", "write", "read_write", "describe", "put_only"]
+# `append`: write new audit entries only (read the chain head, put an entry and the head in one transaction).
+Access = Literal["read", "write", "read_write", "describe", "put_only", "append"]
 
 SCOPES: tuple[str, ...] = (
     "platform:read",
@@ -70,6 +71,7 @@ class Function(NamedTuple):
     timeout_s: int = 10
     needs_redis: bool = False  # placed in the VPC next to ElastiCache
     grants: tuple[Grant, ...] = ()
+    table_stream: str | None = None  # consumes this declared table's DynamoDB stream (TTL removals)
 
     @property
     def handler(self) -> str:
@@ -157,7 +159,7 @@ FUNCTIONS: tuple[Function, ...] = (
         memory_mb=256,
         timeout_s=30,
         needs_redis=True,
-        grants=(Grant("bus", "*", "write"),),
+        grants=(Grant("bus", "*", "write"), Grant("table", "audit", "append")),
     ),
     Function(
         name="admin",
@@ -165,7 +167,7 @@ FUNCTIONS: tuple[Function, ...] = (
         memory_mb=256,
         timeout_s=10,
         needs_redis=True,
-        grants=(Grant("bus", "*", "write"),),
+        grants=(Grant("bus", "*", "write"), Grant("table", "audit", "append")),
     ),
     # --- end of cache ---
     # --- flags (issue 4: feature flags) ---
@@ -173,6 +175,27 @@ FUNCTIONS: tuple[Function, ...] = (
     # --- config (issue 5: configuration) ---
     # --- end of config ---
     # --- audit (issue 6: audit log) ---
+    Function(
+        name="audit",
+        description="Audit API: query, export and verify the tamper-evident audit log.",
+        memory_mb=512,
+        timeout_s=30,
+        needs_redis=True,  # the rate limiter
+        grants=(
+            Grant("table", "audit", "read_write"),  # append-only: PutItem, never Update/Delete
+            Grant("bucket", "audit", "read"),
+            Grant("bucket", "audit", "put_only"),
+            Grant("bus", "*", "write"),
+        ),
+    ),
+    Function(
+        name="audit_archive",
+        description="Archives audit entries that TTL removes to the audit bucket (gzip JSONL by date).",
+        memory_mb=256,
+        timeout_s=60,
+        grants=(Grant("bucket", "audit", "put_only"),),
+        table_stream="audit",
+    ),
     # --- end of audit ---
     # --- jobs (issue 7: jobs, worker, events, e-mail) ---
     # --- end of jobs ---
@@ -224,6 +247,17 @@ ROUTES: tuple[Route, ...] = (
     # --- config (issue 5: configuration) ---
     # --- end of config ---
     # --- audit (issue 6: audit log) ---
+    Route("GET", "/v1/audit-logs", "audit", "audit:read", "Audit entries, newest first, filtered and paged"),
+    Route(
+        "GET",
+        "/v1/audit-logs/verify",
+        "audit",
+        "audit:read",
+        "Verify the hash chain against the latest digest",
+    ),
+    Route("GET", "/v1/audit-logs/users/{userId}", "audit", "audit:read", "Audit entries of one actor"),
+    Route("GET", "/v1/audit-logs/{id}", "audit", "audit:read", "One audit entry"),
+    Route("POST", "/v1/audit-logs/export", "audit", "audit:export", "Export entries to S3 as CSV or JSONL"),
     # --- end of audit ---
     # --- jobs (issue 7: jobs, worker, events, e-mail) ---
     # --- end of jobs ---
@@ -239,7 +273,19 @@ DEFAULT_ROUTE_FUNCTION = "health"
 TABLES: tuple[Table, ...] = (
     Table("flags", description="Feature flags and segments"),
     Table("config", description="Runtime settings, versioned"),
-    Table("audit", description="Audit entries and chain heads"),
+    Table(
+        "audit",
+        ttl_attribute="expires_at",
+        indexes=(
+            Index("by_id", "id"),
+            Index("by_time", "chain", "id"),  # ids are ULIDs, so sorting by id is sorting by time
+            Index("by_actor", "actor", "id"),
+            Index("by_action", "action", "id"),
+            Index("by_entity_type", "entity_type", "id"),
+            Index("by_entity", "entity", "id"),  # "<entity_type>#<entity_id>"
+        ),
+        description="Audit entries (hash chain) and the chain head",
+    ),
     Table("jobs", ttl_attribute="expires_at", description="Job records and history"),
     Table(
         "idempotency",
@@ -273,6 +319,7 @@ SCHEDULES: tuple[Schedule, ...] = (
     # --- config (issue 5: configuration) ---
     # --- end of config ---
     # --- audit (issue 6: audit log) ---
+    Schedule("audit-digest", "0 * * * ? *", "UTC", "audit.digest"),
     # --- end of audit ---
     # --- jobs (issue 7: jobs, worker, events, e-mail) ---
     # --- end of jobs ---

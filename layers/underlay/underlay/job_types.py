@@ -85,6 +85,7 @@ JOB_MODULES: list[str] = [
     # --- flags (issue 4) ---
     # --- end of flags ---
     # --- audit (issue 6) ---
+    "underlay.audit.jobs",
     # --- end of audit ---
     # --- jobs (issue 7) ---
     # --- end of jobs ---

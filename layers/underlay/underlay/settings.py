@@ -166,6 +166,24 @@ class RateLimitSettings(BaseModel):
         return value
 
 
+class AuditSettings(BaseModel):
+    """The audit log (issue 6): retention, signing and limits."""
+
+    retention_days: int = Field(default=365, ge=1, le=36_500)
+    # Actions starting with one of these are kept `critical_retention_days` (config, auth, the flag kill switch).
+    critical_actions: list[str] = Field(
+        default_factory=lambda: ["config.", "auth.", "flags.toggle", "flags.kill"]
+    )
+    critical_retention_days: int = Field(default=2555, ge=1, le=36_500)
+    # The KMS asymmetric (ECC_NIST_P256, SIGN_VERIFY) key that signs digests; set by CDK.
+    signing_key_id: str | None = None
+    digest_retention_days: int = Field(default=365, ge=1, le=36_500)  # S3 Object Lock, COMPLIANCE mode
+    max_write_attempts: int = Field(default=30, ge=1, le=1000)
+    export_inline_limit: int = Field(default=10_000, ge=1, le=1_000_000)
+    verify_max_entries: int = Field(default=100_000, ge=1)
+    presign_seconds: int = Field(default=3600, ge=60, le=604_800)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -187,6 +205,7 @@ class Settings(BaseModel):
     # --- config (issue 5) ---
     # --- end of config ---
     # --- audit (issue 6) ---
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     # --- end of audit ---
     # --- jobs (issue 7) ---
     # --- end of jobs ---

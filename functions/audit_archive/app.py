@@ -1,0 +1,17 @@
+"""DynamoDB stream consumer: archives audit entries that TTL removes. Logic: `underlay.audit.archive`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from underlay.audit.archive import archive_stream
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    from underlay.observability import get_logger
+
+    result = archive_stream(event)
+    get_logger().info(
+        "audit entries archived", extra={"archived": result["archived"], "keys": result["keys"]}
+    )
+    return result

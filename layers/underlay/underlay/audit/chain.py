@@ -1,0 +1,194 @@
+"""The audit chain: append-only entries in DynamoDB, each hash-linked to the one before.
+
+Items in the audit table (partition `pk`, sort `sk`):
+- an entry: `pk = CHAIN#main`, `sk = <seq, 15 digits>`, with `seq`, `prev_hash` and `hash`, where
+  `hash = sha256(canonical JSON of the entry's fields + prev_hash)`; `before`/`after` are stored as canonical JSON
+  text so that what is hashed is exactly what is stored (no float/Decimal drift);
+- the head: `pk = HEAD#main`, `sk = HEAD`, holding the last `seq` and `hash`.
+
+An append is ONE `TransactWriteItems`: put the entry if its key is new, and put the head if it still holds the
+`seq` we linked to. A writer that loses the race gets the current head back in the cancellation reasons, relinks
+and retries, so concurrent writers never fork the chain. The head is cached per process, so a warm writer makes
+exactly one AWS call per entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+from typing import Any, NamedTuple
+
+CHAIN = "main"
+ENTRY_PK = f"CHAIN#{CHAIN}"
+HEAD_KEY = {"pk": {"S": f"HEAD#{CHAIN}"}, "sk": {"S": "HEAD"}}
+GENESIS_HASH = "0" * 64
+SEQ_DIGITS = 15
+# The fields covered by the hash, in the item as stored (strings, and `seq`/`expires_at` as numbers).
+HASHED_FIELDS = (
+    "id",
+    "ts",
+    "chain",
+    "seq",
+    "actor",
+    "tenant",
+    "action",
+    "entity_type",
+    "entity_id",
+    "entity",
+    "result",
+    "before",
+    "after",
+    "source_ip",
+    "user_agent",
+    "correlation_id",
+    "expires_at",
+)
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def ulid(now_ms: int | None = None) -> str:
+    """A ULID: 48-bit millisecond time and 80 random bits in Crockford base32; sorts by time."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def ulid_bound(ms: int, *, upper: bool) -> str:
+    """The smallest (or largest) ULID of a millisecond: for `id BETWEEN` date ranges."""
+    value = (ms << 80) | (((1 << 80) - 1) if upper else 0)
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def sort_key(seq: int) -> str:
+    return str(seq).zfill(SEQ_DIGITS)
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+
+
+def entry_hash(fields: dict[str, Any], prev_hash: str) -> str:
+    """SHA-256 over the canonical JSON of the hashed fields plus the previous entry's hash."""
+    covered = {name: fields.get(name) for name in HASHED_FIELDS}
+    return hashlib.sha256((canonical_json(covered) + prev_hash).encode()).hexdigest()
+
+
+class Head(NamedTuple):
+    seq: int
+    hash: str
+
+
+GENESIS = Head(0, GENESIS_HASH)
+
+
+def to_item(fields: dict[str, Any]) -> dict[str, Any]:
+    """Plain entry fields → a DynamoDB item (numbers as N, everything else S; empty strings kept)."""
+    item: dict[str, Any] = {}
+    for name, value in fields.items():
+        if value is None:
+            continue
+        item[name] = {"N": str(value)} if isinstance(value, int) else {"S": str(value)}
+    return item
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB item → plain fields (N as int)."""
+    out: dict[str, Any] = {}
+    for name, typed in item.items():
+        ((kind, value),) = typed.items()
+        out[name] = int(value) if kind == "N" else value
+    return out
+
+
+class AuditChain:
+    """Appends entries to the chain. One per process (`underlay.audit.writer()`); thread-safe."""
+
+    def __init__(self, table: str, *, client: Any = None, max_attempts: int = 30) -> None:
+        self.table = table
+        self._client = client
+        self.max_attempts = max_attempts
+        self._head: Head | None = None
+        self._lock = threading.Lock()
+        self.conflicts = 0  # lost races in this process (tests and benchmarks read it)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from underlay.aws import client
+
+            self._client = client("dynamodb")
+        return self._client
+
+    def read_head(self) -> Head:
+        item = self.client.get_item(TableName=self.table, Key=HEAD_KEY, ConsistentRead=True).get("Item")
+        return Head(int(item["seq"]["N"]), item["hash"]["S"]) if item else GENESIS
+
+    def append(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Link `fields` (an entry without seq/hashes) after the head and write it. Returns the stored fields."""
+        from botocore.exceptions import ClientError
+
+        head = self._head
+        for attempt in range(1, self.max_attempts + 1):
+            if head is None:
+                head = self.read_head()
+            entry = {**fields, "seq": head.seq + 1, "prev_hash": head.hash}
+            entry["hash"] = entry_hash(entry, head.hash)
+            item = {"pk": {"S": ENTRY_PK}, "sk": {"S": sort_key(entry["seq"])}, **to_item(entry)}
+            head_item = {
+                **HEAD_KEY,
+                "seq": {"N": str(entry["seq"])},
+                "hash": {"S": entry["hash"]},
+                "id": {"S": entry["id"]},
+            }
+            if head.seq == 0:
+                head_condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+            else:
+                head_condition = {
+                    "ConditionExpression": "seq = :seq",
+                    "ExpressionAttributeValues": {":seq": {"N": str(head.seq)}},
+                }
+            try:
+                self.client.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Put": {
+                                "TableName": self.table,
+                                "Item": item,
+                                "ConditionExpression": "attribute_not_exists(pk)",
+                            }
+                        },
+                        {
+                            "Put": {
+                                "TableName": self.table,
+                                "Item": head_item,
+                                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                                **head_condition,
+                            }
+                        },
+                    ]
+                )
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                    raise
+                with self._lock:
+                    self.conflicts += 1
+                head = _head_from_cancellation(dict(error.response))  # None: read it again
+                time.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))  # noqa: S311 (jitter)
+                continue
+            with self._lock:
+                self._head = Head(entry["seq"], entry["hash"])
+            return entry
+        raise RuntimeError(f"audit chain: no append after {self.max_attempts} attempts (heavy contention)")
+
+
+def _head_from_cancellation(response: dict[str, Any]) -> Head | None:
+    reasons = response.get("CancellationReasons") or []
+    if len(reasons) > 1:
+        old = reasons[1].get("Item")
+        if old and "seq" in old:
+            return Head(int(old["seq"]["N"]), old["hash"]["S"])
+    return None
