@@ -352,3 +352,39 @@ def test_verify_endpoint(aws: dict[str, str]) -> None:
     assert (
         status == 200 and result == {**result, "ok": False} and result["first_broken"]["reason"] == "missing"
     )
+
+
+def _ttl_removal(image: dict[str, Any]) -> dict[str, Any]:
+    event = load_event("dynamodb/stream")
+    record = event["Records"][0]
+    record["eventName"] = "REMOVE"
+    record["userIdentity"] = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
+    record["dynamodb"] = {"Keys": {"pk": image["pk"], "sk": image["sk"]}, "OldImage": image}
+    return record
+
+
+def test_ttl_removals_are_archived_and_still_verify(aws: dict[str, str]) -> None:
+    from functions.audit_archive.app import handler
+    from underlay.audit import archive
+
+    write(5)
+    images = [item(aws, seq) for seq in (1, 2, 3)]
+    for seq in (1, 2, 3):
+        delete(aws, seq)  # what TTL does
+    records = [_ttl_removal(image) for image in images]
+    user_delete = _ttl_removal(item(aws, 4))
+    user_delete["userIdentity"] = {"type": "User", "principalId": "mallory"}  # not a TTL removal: not archived
+    result = handler({"Records": [*records, user_delete]}, None)
+    assert result["archived"] == 3 and len(result["keys"]) == 1
+    key = result["keys"][0]
+    assert key.endswith("/000000000000001-000000000000003.jsonl.gz") and key.startswith("archive/20")
+    body = boto3.client("s3", region_name="us-east-1").get_object(Bucket=aws["UNDERLAY_BUCKETS__AUDIT"], Key=key)
+    archived = archive.read_archive(body["Body"].read())
+    assert [e["seq"] for e in archived] == [1, 2, 3]
+    assert archive.verify_entries(archived) == {"ok": True, "checked": 3, "genesis": True}
+    # the table's remaining chain verifies from its oldest entry, and links to the archive's last one
+    result = verify.verify()
+    assert result["ok"] and result["from"] == 4 and result["checked"] == 2
+    assert item(aws, 4)["prev_hash"]["S"] == archived[-1]["hash"]
+    archived[1]["actor"] = "mallory"
+    assert archive.verify_entries(archived)["first_broken"] == {"seq": 2, "reason": "modified"}

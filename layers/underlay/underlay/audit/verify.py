@@ -40,6 +40,20 @@ def _entries(table: str, low: int, high: int) -> Iterator[dict[str, Any]]:
         request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
+def _oldest(table: str) -> int | None:
+    from underlay.aws import client
+
+    page = client("dynamodb").query(
+        TableName=table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": ENTRY_PK}},
+        ProjectionExpression="sk",
+        Limit=1,
+    )
+    items = page.get("Items", [])
+    return int(items[0]["sk"]["S"]) if items else None
+
+
 def _broken(seq: int, reason: str, detail: str, entry: dict[str, Any] | None = None) -> dict[str, Any]:
     found = {"seq": seq, "reason": reason, "detail": detail}
     if entry is not None:
@@ -60,7 +74,9 @@ def verify(start: int | None = None, end: int | None = None) -> dict[str, Any]:
     head = writer.read_head()
     latest = digests.latest() if get_settings().resource("bucket", "audit") else None
     digest, signature_valid = digests.check(latest[1]) if latest else (None, None)
-    first = max(1, start or 1)
+    # By default start at the oldest entry still in the table: older ones left by TTL for the archive
+    # (`underlay.audit.archive.verify_entries` checks those files), so they are not "missing".
+    first = max(1, start or _oldest(writer.table) or 1)
     last = end if end is not None else max(head.seq, digest["seq"] if digest else 0)
     if last - first + 1 > get_settings().audit.verify_max_entries:
         raise ValidationFailedError(
@@ -87,7 +103,7 @@ def verify(start: int | None = None, end: int | None = None) -> dict[str, Any]:
         return fail(_broken(digest["seq"], "digest_invalid", "the latest digest's signature does not verify"))
 
     prev_hash, prev_entry = GENESIS_HASH, None
-    if first > 1:
+    if first > 1:  # link the first entry to the one before it, if the table still holds it
         before = list(_entries(writer.table, first - 1, first - 1))
         prev_hash = before[0]["hash"] if before else ""
         prev_entry = before[0] if before else None
