@@ -127,6 +127,38 @@ class RedisService:
             shutil.rmtree(self._dir, ignore_errors=True)
 
 
+def _moto_server(port: int) -> Any:
+    """An in-process moto server on 127.0.0.1:port (imported on first use: moto is heavy)."""
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    class SerializedMotoServer(ThreadedMotoServer):
+        """moto server answering one request at a time. AWS applies each request atomically, but moto's backends
+        are not thread-safe (a DynamoDB transaction deep-copies tables that another request is changing), so
+        concurrent callers (the gateway's threads, racing audit writers) would otherwise see spurious 500s."""
+
+        def _server_entry(self) -> None:
+            app = DomainDispatcherApplication(create_backend_app)
+            lock = threading.Lock()
+
+            def one_at_a_time(environ: Any, start_response: Any) -> Any:
+                with lock:
+                    return list(app(environ, start_response))
+
+            self._server = make_server(
+                self._ip_address, self._port, one_at_a_time, True, request_handler=MotoRequestHandler
+            )
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return SerializedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+
+
 class AwsService:
     """moto server in this process, with every declared resource created."""
 
@@ -138,11 +170,9 @@ class AwsService:
     def start(self) -> None:
         import logging
 
-        from moto.server import ThreadedMotoServer
-
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request lines drown the app's own
         port = free_port()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._server = _moto_server(port)
         self._server.start()
         _wait_for_port(port)
         self.endpoint = f"http://127.0.0.1:{port}"
