@@ -72,7 +72,6 @@ def _rate(worker: object) -> float:
 )
 def audit_benchmarks() -> Figures:
     import boto3
-
     from underlay import audit, context, events
     from underlay.audit.chain import AuditChain
     from underlay.audit.query import Filters, list_entries
