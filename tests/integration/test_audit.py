@@ -364,8 +364,9 @@ def _ttl_removal(image: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_ttl_removals_are_archived_and_still_verify(aws: dict[str, str]) -> None:
-    from functions.audit_archive.app import handler
     from underlay.audit import archive
+
+    from functions.audit_archive.app import handler
 
     write(5)
     images = [item(aws, seq) for seq in (1, 2, 3)]
@@ -373,12 +374,17 @@ def test_ttl_removals_are_archived_and_still_verify(aws: dict[str, str]) -> None
         delete(aws, seq)  # what TTL does
     records = [_ttl_removal(image) for image in images]
     user_delete = _ttl_removal(item(aws, 4))
-    user_delete["userIdentity"] = {"type": "User", "principalId": "mallory"}  # not a TTL removal: not archived
+    user_delete["userIdentity"] = {
+        "type": "User",
+        "principalId": "mallory",
+    }  # not a TTL removal: not archived
     result = handler({"Records": [*records, user_delete]}, None)
     assert result["archived"] == 3 and len(result["keys"]) == 1
     key = result["keys"][0]
     assert key.endswith("/000000000000001-000000000000003.jsonl.gz") and key.startswith("archive/20")
-    body = boto3.client("s3", region_name="us-east-1").get_object(Bucket=aws["UNDERLAY_BUCKETS__AUDIT"], Key=key)
+    body = boto3.client("s3", region_name="us-east-1").get_object(
+        Bucket=aws["UNDERLAY_BUCKETS__AUDIT"], Key=key
+    )
     archived = archive.read_archive(body["Body"].read())
     assert [e["seq"] for e in archived] == [1, 2, 3]
     assert archive.verify_entries(archived) == {"ok": True, "checked": 3, "genesis": True}
