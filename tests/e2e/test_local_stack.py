@@ -209,3 +209,27 @@ def test_cache_api_over_http(stack: Stack) -> None:
         403,
         "INSUFFICIENT_SCOPE",
     )
+
+
+def test_invalidations_are_audited_and_the_chain_verifies(stack: Stack) -> None:
+    cache_token = stack.token(sub="ops-e2e", scopes=["cache:admin"])
+    auditor = stack.token(sub="auditor-e2e", scopes=["audit:read"])
+    status, _, _ = stack.request("DELETE", "/v1/cache/keys/home:banners", token=cache_token)
+    assert status == 200
+    status, _, body = stack.request(
+        "GET", "/v1/audit-logs?user=ops-e2e&action=cache.invalidate", token=auditor
+    )
+    assert status == 200, body
+    entries = json.loads(body)["entries"]
+    assert entries and entries[0]["entity_id"] == "home:banners" and entries[0]["actor"] == "ops-e2e"
+    assert entries[0]["source_ip"] == "127.0.0.1" and len(entries[0]["hash"]) == 64
+    status, _, body = stack.request("GET", "/v1/audit-logs/verify", token=auditor)
+    assert status == 200 and json.loads(body)["ok"] is True, body
+
+
+def test_responses_carry_rate_limit_headers(stack: Stack) -> None:
+    token = stack.token(sub="limited-e2e", scopes=["platform:read"], tier="premium")
+    status, headers, _ = stack.request("GET", "/v1/health/details", token=token)
+    assert status == 200
+    assert headers["RateLimit-Policy"] == '"premium";q=300;w=60'
+    assert headers["X-RateLimit-Limit"] == "300" and int(headers["X-RateLimit-Remaining"]) < 300
