@@ -6,10 +6,7 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,41 +38,12 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real redis-server on a free port for the whole session; fails (never skips) when missing."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    from infra.local.stack import RedisProcess
+
+    if shutil.which("redis-server") is None:
         pytest.fail(REDIS_MISSING, pytrace=False)
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="underlay-test-redis-")
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    else:
-        process.kill()
-        pytest.fail(f"redis-server did not start on port {port}", pytrace=False)
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(timeout=10)
-    shutil.rmtree(workdir, ignore_errors=True)
+    with RedisProcess() as url:
+        yield url
 
 
 @pytest.fixture

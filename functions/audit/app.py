@@ -5,13 +5,13 @@ No `from __future__ import annotations` here: Powertools reads the route signatu
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
-from pydantic import BaseModel
 from underlay import audit
 from underlay.audit import verify as chain_verify
+from underlay.audit.export import ExportRequest
 from underlay.audit.query import Filters, get_entry, list_entries
 from underlay.http import create_app
 
@@ -21,16 +21,6 @@ Cursor = Annotated[str | None, Query(max_length=2048)]
 Text = Annotated[str | None, Query(min_length=1, max_length=256)]
 When = Annotated[datetime | None, Query(alias="from")]
 Until = Annotated[datetime | None, Query(alias="to")]
-
-
-class ExportRequest(BaseModel):
-    format: Literal["csv", "jsonl"] = "jsonl"
-    user: str | None = None
-    entity_type: str | None = None
-    entity_id: str | None = None
-    action: str | None = None
-    start: datetime | None = None
-    end: datetime | None = None
 
 
 def _page(filters: Filters, limit: int, cursor: str | None) -> dict[str, Any]:
@@ -89,9 +79,7 @@ def export(
     from underlay.settings import get_settings
 
     export_id = ulid()
-    filters = Filters(
-        request.user, request.entity_type, request.entity_id, request.action, request.start, request.end
-    )
+    filters = request.filters()
     filters.check()
     done = exports.export(export_id, filters, request.format, limit=get_settings().audit.export_inline_limit)
     audit.record(

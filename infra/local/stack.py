@@ -64,67 +64,96 @@ def _wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+class RedisProcess:
+    """A `redis-server` on a free loopback port, in a temporary directory, with no persistence.
+
+    The one way the local stack, the tests and the benchmarks start Redis: `with RedisProcess() as url: ...`.
+    """
+
+    def __init__(self, *extra_args: str) -> None:
+        self.extra_args = extra_args
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._dir: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> str:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise FileNotFoundError("redis-server is not on PATH")
+        self.port, self._dir = free_port(), tempfile.mkdtemp(prefix="underlay-redis-")
+        self._process = subprocess.Popen(
+            [
+                *(binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self._dir),
+                *("--save", "", "--appendonly", "no", *self.extra_args),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait_for_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise
+        return self.url
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+            self._process = None
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
 class RedisService:
     """Redis as SPEC.md orders the choice: REDIS_URL, else a redis-server on PATH, else in-process fakeredis."""
 
     def __init__(self) -> None:
         self.url = ""
         self.kind = ""
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: RedisProcess | None = None
         self._fake: Any = None
-        self._dir: str | None = None
 
     def start(self) -> None:
         if os.environ.get("REDIS_URL"):
             self.url, self.kind = os.environ["REDIS_URL"], "REDIS_URL"
             return
-        port = free_port()
         binary = shutil.which("redis-server")
         if binary:
-            self._dir = tempfile.mkdtemp(prefix="underlay-redis-")
-            self._process = subprocess.Popen(
-                [
-                    binary,
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    self._dir,
-                    "--maxmemory",
-                    "256mb",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            _wait_for_port(port)
+            self._process = RedisProcess("--maxmemory", "256mb")
+            self.url = self._process.start()
             self.kind = f"redis-server ({binary})"
         else:
             from fakeredis import TcpFakeServer
 
+            port = free_port()
             self._fake = TcpFakeServer(("127.0.0.1", port), server_type="redis")
             threading.Thread(target=self._fake.serve_forever, daemon=True, name="fakeredis").start()
             self.kind = "fakeredis (in-process; install redis-server for the real thing)"
-        self.url = f"redis://127.0.0.1:{port}/0"
+            self.url = f"redis://127.0.0.1:{port}/0"
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
+            self._process.stop()
             self._process = None
         if self._fake is not None:
             self._fake.shutdown()
             self._fake.server_close()
             self._fake = None
-        if self._dir:
-            shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def _moto_server(port: int) -> Any:

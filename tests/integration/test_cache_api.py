@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -17,7 +13,7 @@ import redis
 from moto import mock_aws
 from underlay.cache import get_cache, keys, warming
 
-from tests.conftest import free_port, load_event
+from tests.conftest import load_event
 
 
 @pytest.fixture
@@ -164,40 +160,22 @@ def test_entry_added_is_sampled(env: pytest.MonkeyPatch) -> None:
     assert 50 < seen < 150  # about half of 200 writes; one event per write would be 200
 
 
-def _start_redis(port: int, workdir: str) -> subprocess.Popen[bytes]:
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is required"
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            redis.Redis(port=port).ping()
-            return process
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("redis-server did not start")
-
-
 def test_redis_stopped_mid_test_degrades_and_health_warns(clean_env: pytest.MonkeyPatch) -> None:
     """A request never fails because the cache failed: reads compute, the breaker opens, health says warn."""
-    port, workdir = free_port(), tempfile.mkdtemp(prefix="underlay-test-redis-")
-    process = _start_redis(port, workdir)
+    from infra.local.stack import RedisProcess
+
+    server = RedisProcess()
+    url = server.start()
     try:
         with mock_aws():
-            clean_env.setenv("UNDERLAY_REDIS__URL", f"redis://127.0.0.1:{port}/0")
+            clean_env.setenv("UNDERLAY_REDIS__URL", url)
             clean_env.setenv("UNDERLAY_HEALTH__CACHE_SECONDS", "0")
             clean_env.setenv("UNDERLAY_CACHE__BREAKER_COOLDOWN_SECONDS", "60")
             cache = get_cache()
             assert cache.get_or_compute("k", lambda: "from redis") == "from redis"
             assert cache.get_or_compute("k", lambda: "recomputed") == "from redis"
 
-            process.terminate()
-            process.wait(timeout=10)
+            server.stop()
 
             for _ in range(5):
                 assert cache.get_or_compute("k", lambda: "recomputed") == "recomputed"
@@ -220,6 +198,4 @@ def test_redis_stopped_mid_test_degrades_and_health_warns(clean_env: pytest.Monk
             assert status == 503 and problem["code"] == "DEPENDENCY_UNAVAILABLE"
             assert "Traceback" not in json.dumps(problem)
     finally:
-        if process.poll() is None:
-            process.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
+        server.stop()

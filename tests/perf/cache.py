@@ -9,11 +9,8 @@
 
 from __future__ import annotations
 
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -27,37 +24,15 @@ TAG_KEYS, TAG_RUNS = 1000, 7
 
 @contextmanager
 def redis_server() -> Iterator[int]:
-    from tests.conftest import free_port
+    """A redis-server of our own (DEBUG POPULATE fills the 1M keyspace), stopped after; yields its port."""
+    from infra.local.stack import RedisProcess
 
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
-    port, workdir = free_port(), tempfile.mkdtemp(prefix="underlay-bench-redis-")
-    process = subprocess.Popen(
-        [
-            *(binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
-            *("--dir", workdir, "--enable-debug-command", "yes"),  # DEBUG POPULATE fills the 1M keyspace
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = RedisProcess("--enable-debug-command", "yes")
+    server.start()
     try:
-        import redis
-
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=port).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield port
+        yield server.port
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        shutil.rmtree(workdir, ignore_errors=True)
+        server.stop()
 
 
 def _cache(client: object) -> object:

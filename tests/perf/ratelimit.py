@@ -13,11 +13,8 @@
 
 from __future__ import annotations
 
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,46 +29,11 @@ FLOOD_ROUNDS, FLOOD_SECONDS = 5, 0.4
 
 @contextmanager
 def redis_server() -> Iterator[str]:
-    from tests.conftest import free_port
+    """A redis-server of our own, stopped after; yields its URL."""
+    from infra.local.stack import RedisProcess
 
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
-    port, workdir = free_port(), tempfile.mkdtemp(prefix="underlay-bench-rl-")
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        import redis
-
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=port).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with RedisProcess() as url:
+        yield url
 
 
 def _limiter(client: Any, limit: int, *, period: int = 60, deny_cache: float = 1.0) -> Any:

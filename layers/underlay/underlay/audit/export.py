@@ -9,12 +9,31 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import datetime
 from typing import Any, Literal
 
+from pydantic import BaseModel
 from underlay.audit.query import Filters, list_entries
 from underlay.errors import FieldError, ValidationFailedError
 
 Format = Literal["csv", "jsonl"]
+
+
+class ExportRequest(BaseModel):
+    """What to export: the list filters (dates ISO 8601) and the format. The API's body and the job's payload."""
+
+    format: Format = "jsonl"
+    user: str | None = None
+    entity_type: str | None = None
+    entity_id: str | None = None
+    action: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def filters(self) -> Filters:
+        return Filters(self.user, self.entity_type, self.entity_id, self.action, self.start, self.end)
+
+
 COLUMNS = (
     "id",
     "ts",

@@ -4,10 +4,10 @@ once the worker exists (or directly: `underlay.audit.jobs.digest(DigestPayload()
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
+from underlay.audit.export import ExportRequest
 from underlay.job_types import JobContext, job_type
 
 
@@ -15,15 +15,8 @@ class DigestPayload(BaseModel):
     pass
 
 
-class ExportPayload(BaseModel):
+class ExportPayload(ExportRequest):
     export_id: str = Field(pattern=r"^[0-9A-Z]{26}$")
-    format: Literal["csv", "jsonl"] = "jsonl"
-    user: str | None = None
-    entity_type: str | None = None
-    entity_id: str | None = None
-    action: str | None = None
-    start: datetime | None = None
-    end: datetime | None = None
     limit: int = Field(default=1_000_000, ge=1)
 
 
