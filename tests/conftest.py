@@ -29,6 +29,28 @@ def load_event(name: str) -> dict[str, Any]:
     return json.loads((EVENTS / f"{name}.json").read_text())
 
 
+def http_event(
+    method: str, path: str, *, scopes: str | None = None, sub: str = "tester", body: Any = None
+) -> dict[str, Any]:
+    """An HTTP API v2 event from the sample, for `path` (query string included) as the authorizer passes it on:
+    with `scopes` the caller is `sub` holding them; without, the request is anonymous."""
+    from urllib.parse import parse_qsl
+
+    event = load_event("http/health_details")
+    raw_path, _, query = path.partition("?")
+    event["routeKey"] = "$default"  # the factory matches method and path against the declaration itself
+    event["rawPath"] = event["requestContext"]["http"]["path"] = raw_path
+    event["requestContext"]["http"]["method"] = method
+    event["rawQueryString"] = query
+    event["queryStringParameters"] = dict(parse_qsl(query)) or None
+    if scopes is not None:
+        event["requestContext"]["authorizer"] = {"lambda": {"sub": sub, "scopes": scopes}}
+    if body is not None:
+        event["body"] = json.dumps(body)
+        event["headers"]["content-type"] = "application/json"
+    return event
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ from underlay.audit import digest, verify
 from underlay.audit.chain import ENTRY_PK, entry_hash, sort_key
 from underlay.aws import count_aws_calls
 
-from tests.conftest import load_event
+from tests.conftest import http_event, load_event
 
 
 def table(names: dict[str, str]) -> str:
@@ -223,18 +223,7 @@ def call(
 ) -> tuple[int, Any]:
     from functions.audit.app import handler
 
-    event = load_event("http/audit_logs")
-    raw_path, _, query = path.partition("?")
-    event["routeKey"] = "$default"
-    event["rawPath"] = event["requestContext"]["http"]["path"] = raw_path
-    event["requestContext"]["http"]["method"] = method
-    event["rawQueryString"] = query
-    event["queryStringParameters"] = dict(urllib.parse.parse_qsl(query)) or None
-    event["requestContext"]["authorizer"] = {"lambda": {"sub": "auditor", "scopes": scopes}}
-    if body is not None:
-        event["body"] = json.dumps(body)
-        event["headers"]["content-type"] = "application/json"
-    result = handler(event, None)
+    result = handler(http_event(method, path, scopes=scopes, sub="auditor", body=body), None)
     return result["statusCode"], json.loads(result["body"])
 
 

@@ -13,7 +13,7 @@ import redis
 from moto import mock_aws
 from underlay.cache import get_cache, keys, warming
 
-from tests.conftest import load_event
+from tests.conftest import http_event, load_event
 
 
 @pytest.fixture
@@ -32,15 +32,7 @@ def call(
 ) -> tuple[int, dict[str, Any]]:
     from functions.cache.app import handler
 
-    event = load_event("http/cache_stats")
-    event["routeKey"] = "$default"
-    event["rawPath"] = event["requestContext"]["http"]["path"] = path
-    event["requestContext"]["http"]["method"] = method
-    event["requestContext"]["authorizer"] = {"lambda": {"sub": "ops", "scopes": scopes}}
-    if body is not None:
-        event["body"] = json.dumps(body)
-        event["headers"]["content-type"] = "application/json"
-    result = handler(event, None)
+    result = handler(http_event(method, path, scopes=scopes, sub="ops", body=body), None)
     return result["statusCode"], json.loads(result["body"])
 
 

@@ -12,7 +12,7 @@ import pytest
 from moto import mock_aws
 from underlay import declaration
 
-from tests.conftest import load_event
+from tests.conftest import http_event
 
 
 @pytest.fixture
@@ -42,18 +42,9 @@ def stack(clean_env: pytest.MonkeyPatch, redis_url: str) -> Iterator[pytest.Monk
 
 
 def call(path: str, *, scopes: str | None = "platform:read") -> tuple[int, dict[str, Any]]:
-    from urllib.parse import parse_qsl
-
     from functions.health.app import handler
 
-    event = load_event("http/health_details")
-    path, _, query = path.partition("?")
-    event["routeKey"] = f"GET {path}"
-    event["rawPath"] = event["requestContext"]["http"]["path"] = path
-    event["rawQueryString"] = query
-    event["queryStringParameters"] = dict(parse_qsl(query)) or None
-    event["requestContext"]["authorizer"] = {"lambda": {"sub": "ops", "scopes": scopes or ""}}
-    result = handler(event, None)
+    result = handler(http_event("GET", path, scopes=scopes or "", sub="ops"), None)
     return result["statusCode"], json.loads(result["body"])
 
 
