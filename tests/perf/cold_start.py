@@ -31,13 +31,16 @@ import functions.authorizer.app
 from underlay.auth import verifier
 verifier()
 """,
-    "health": """
-import functions.health.app
+    **{
+        name: f"""
+import functions.{name}.app
 from underlay.settings import get_settings
 get_settings()
 from underlay.observability import get_logger
 get_logger()
-""",
+"""
+        for name in ("health", "cache", "admin", "audit")  # the HTTP API functions: handler, settings, logger
+    },
     "reference": """
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 import boto3
