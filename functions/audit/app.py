@@ -75,7 +75,7 @@ def export(
     request: Annotated[ExportRequest, Body()],
 ):  # a 202 Response; no annotation, as Powertools reads it
     from underlay.audit import export as exports
-    from underlay.audit.chain import ulid
+    from underlay.ids import ulid
     from underlay.settings import get_settings
 
     export_id = ulid()

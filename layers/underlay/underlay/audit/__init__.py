@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from underlay.audit.chain import AuditChain, canonical_json, ulid
+from underlay.audit.chain import AuditChain, canonical_json
+from underlay.ids import ulid
 
 Result = Literal["success", "failure", "denied"]
 

@@ -14,7 +14,8 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from underlay.audit.chain import ENTRY_PK, GENESIS_HASH, entry_hash, from_item
+from underlay.audit.chain import ENTRY_PK, GENESIS_HASH, entry_hash
+from underlay.items import from_item
 
 
 def _ttl_removal(record: dict[str, Any]) -> bool:

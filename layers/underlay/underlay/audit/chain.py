@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import threading
 import time
 from typing import Any, NamedTuple
+
+from underlay.items import to_item
 
 CHAIN = "main"
 ENTRY_PK = f"CHAIN#{CHAIN}"
@@ -47,20 +48,6 @@ HASHED_FIELDS = (
     "correlation_id",
     "expires_at",
 )
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-def ulid(now_ms: int | None = None) -> str:
-    """A ULID: 48-bit millisecond time and 80 random bits in Crockford base32; sorts by time."""
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
-    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
-    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
-
-
-def ulid_bound(ms: int, *, upper: bool) -> str:
-    """The smallest (or largest) ULID of a millisecond: for `id BETWEEN` date ranges."""
-    value = (ms << 80) | (((1 << 80) - 1) if upper else 0)
-    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
 def sort_key(seq: int) -> str:
@@ -83,25 +70,6 @@ class Head(NamedTuple):
 
 
 GENESIS = Head(0, GENESIS_HASH)
-
-
-def to_item(fields: dict[str, Any]) -> dict[str, Any]:
-    """Plain entry fields → a DynamoDB item (numbers as N, everything else S; empty strings kept)."""
-    item: dict[str, Any] = {}
-    for name, value in fields.items():
-        if value is None:
-            continue
-        item[name] = {"N": str(value)} if isinstance(value, int) else {"S": str(value)}
-    return item
-
-
-def from_item(item: dict[str, Any]) -> dict[str, Any]:
-    """A DynamoDB item → plain fields (N as int)."""
-    out: dict[str, Any] = {}
-    for name, typed in item.items():
-        ((kind, value),) = typed.items()
-        out[name] = int(value) if kind == "N" else value
-    return out
 
 
 class AuditChain:

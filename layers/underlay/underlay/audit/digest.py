@@ -16,7 +16,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from underlay.audit.chain import CHAIN, AuditChain, canonical_json, ulid
+from underlay.audit.chain import CHAIN, AuditChain, canonical_json
+from underlay.ids import ulid
 
 PREFIX = f"digests/{CHAIN}/"
 ALGORITHM = "ECDSA_SHA_256"

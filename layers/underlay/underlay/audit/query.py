@@ -9,8 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from underlay.audit.chain import CHAIN, from_item, ulid_bound
+from underlay.audit.chain import CHAIN
 from underlay.errors import FieldError, NotFoundError, ValidationFailedError
+from underlay.ids import ulid_bound
+from underlay.items import from_item
 
 
 class Filters(NamedTuple):

@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from underlay.audit.chain import ENTRY_PK, GENESIS_HASH, entry_hash, from_item, sort_key
+from underlay.audit.chain import ENTRY_PK, GENESIS_HASH, entry_hash, sort_key
 from underlay.errors import FieldError, ValidationFailedError
+from underlay.items import from_item
 
 
 def _entries(table: str, low: int, high: int) -> Iterator[dict[str, Any]]:
