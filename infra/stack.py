@@ -13,6 +13,7 @@ from constructs import Construct
 from underlay import declaration
 
 from infra.constructs.api import Api
+from infra.constructs.audit import Audit
 from infra.constructs.cache import Cache
 from infra.constructs.data import Data
 from infra.constructs.functions import Functions
@@ -104,6 +105,7 @@ class UnderlayStack(Stack):
             replicas=config.redis.replicas,
         )
         self.messaging = Messaging(self, "Messaging", stage=config.stage, removal_policy=removal)
+        self.audit = Audit(self, "Audit", stage=config.stage, removal_policy=removal)
         self.functions = Functions(
             self,
             "Functions",
@@ -128,7 +130,11 @@ class UnderlayStack(Stack):
             security_group=self.network.functions_sg,
         )
         for spec in declaration.FUNCTIONS:
-            self._grant(self.functions.functions[spec.name], spec)
+            fn = self.functions.functions[spec.name]
+            self._grant(fn, spec)
+            if spec.table_stream:
+                self.data.add_stream_consumer(fn, spec.table_stream, function_name=spec.name)
+        self._grant_signing_key()
 
         self.api = Api(
             self,
@@ -150,7 +156,10 @@ class UnderlayStack(Stack):
             http_api=self.api.http_api,
             functions=self.functions.functions,
             queues=self.messaging.queues,
-            dlqs=self.messaging.dlqs,
+            dlqs={
+                **self.messaging.dlqs,
+                **{f"{name}-stream": dlq for name, dlq in self.data.stream_dlqs.items()},
+            },
             api_5xx_rate_percent=config.alarms.api_5xx_rate_percent,
             api_p95_latency_ms=config.alarms.api_p95_latency_ms,
             alarm_email=config.alarms.email,
@@ -192,6 +201,17 @@ class UnderlayStack(Stack):
             else:  # the bus: there is one, whatever the name says
                 self.messaging.grant_bus(fn, grant.access)
                 fn.add_environment("UNDERLAY_EVENT_BUS", self.messaging.bus.event_bus_name)
+
+    def _grant_signing_key(self) -> None:
+        """Digest signatures: whoever serves the verify route checks them; nobody signs yet.
+
+        Seam: the hourly `audit.digest` job will run in the jobs worker (jobs issue). When that function is
+        declared, add `self.audit.grant_digest_writer(worker, self.data.buckets["audit"])` here; until then no
+        role may call kms:Sign, and `tests/infra/test_audit.py` holds that.
+        """
+        verify = declaration.route("GET /v1/audit-logs/verify")
+        if verify is not None:
+            self.audit.grant_verify(self.functions.functions[verify.function])
 
     @staticmethod
     def _names(grant: declaration.Grant, declared: dict[str, Any]) -> list[str]:

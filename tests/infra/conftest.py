@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,3 +70,51 @@ def get_att(logical_id: str, attribute: str = "Arn") -> dict[str, list[str]]:
 
 def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
+
+
+def all_statements(synth: Synth) -> list[tuple[str, dict[str, Any]]]:
+    """(owner logical ID, statement) for every identity policy statement in the template."""
+    found = []
+    for logical_id, policy in synth.resources("AWS::IAM::Policy").items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            found.append((logical_id, statement))
+    for logical_id, role in synth.resources("AWS::IAM::Role").items():
+        for inline in role["Properties"].get("Policies", []):
+            for statement in inline["PolicyDocument"]["Statement"]:
+                found.append((logical_id, statement))
+    return found
+
+
+def role_statements(synth: Synth, function: str) -> list[dict[str, Any]]:
+    """Every statement of a declared function's role (its default policy)."""
+    fn = synth.props(synth.logical_id(synth.stack.functions.functions[function]))
+    role_id = fn["Role"]["Fn::GetAtt"][0]
+    statements = []
+    for policy in synth.resources("AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            statements += policy["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
+def allowed(statements: list[dict[str, Any]], prefix: str) -> dict[str, set[str]]:
+    """action -> the resources (as JSON) it is allowed on, for actions of one service."""
+    found: dict[str, set[str]] = {}
+    for statement in statements:
+        if statement["Effect"] != "Allow":
+            continue
+        for action in as_list(statement["Action"]):
+            if action.startswith(prefix):
+                found.setdefault(action, set()).update(
+                    json.dumps(r, sort_keys=True) for r in as_list(statement["Resource"])
+                )
+    return found
+
+
+def arn(synth: Synth, construct: Any, attribute: str = "Arn") -> str:
+    """A construct's `Fn::GetAtt` as `allowed` renders resources."""
+    return json.dumps(get_att(synth.logical_id(construct), attribute), sort_keys=True)
+
+
+def index_arns(synth: Synth, table: Any) -> str:
+    """`<table ARN>/index/*` as CDK's table grants render it."""
+    return json.dumps({"Fn::Join": ["", [get_att(synth.logical_id(table)), "/index/*"]]}, sort_keys=True)

@@ -33,9 +33,18 @@ def test_removal_policy_follows_the_stage(synth: Synth) -> None:
         assert table["DeletionPolicy"] == expected
 
 
-def test_the_data_key_rotates(synth: Synth) -> None:
-    for key in synth.resources("AWS::KMS::Key").values():
-        assert key["Properties"]["EnableKeyRotation"] is True
+def test_symmetric_keys_rotate(synth: Synth) -> None:
+    """Every encryption key rotates; only the asymmetric signing key cannot (KMS refuses rotation for it)."""
+    keys = synth.resources("AWS::KMS::Key")
+    signing = synth.logical_id(synth.stack.audit.signing_key)
+    assert synth.logical_id(synth.stack.data.key) in keys
+    for logical_id, key in keys.items():
+        props = key["Properties"]
+        if logical_id == signing:
+            assert props["KeyUsage"] == "SIGN_VERIFY" and not props.get("EnableKeyRotation")
+        else:
+            assert props.get("KeySpec", "SYMMETRIC_DEFAULT") == "SYMMETRIC_DEFAULT", logical_id
+            assert props["EnableKeyRotation"] is True, logical_id
 
 
 def test_buckets_block_public_access_and_deny_plain_http(synth: Synth) -> None:
@@ -89,3 +98,15 @@ def test_audit_bucket_has_object_lock_in_compliance_mode(synth: Synth) -> None:
             }
         else:
             assert "ObjectLockEnabled" not in props and "ObjectLockConfiguration" not in props, spec.name
+
+
+def test_a_table_streams_exactly_when_a_declared_function_consumes_it(synth: Synth) -> None:
+    consumed = {f.table_stream for f in declaration.FUNCTIONS if f.table_stream}
+    assert consumed, "expected at least the audit archiver"
+    for spec in declaration.TABLES:
+        props = synth.props(synth.logical_id(synth.stack.data.tables[spec.name]))
+        if spec.name in consumed:
+            # Old images: a TTL removal carries the removed item there, and nothing else is consumed.
+            assert props["StreamSpecification"] == {"StreamViewType": "OLD_IMAGE"}, spec.name
+        else:
+            assert "StreamSpecification" not in props, spec.name

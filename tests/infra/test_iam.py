@@ -3,64 +3,24 @@
 from __future__ import annotations
 
 import json
+from fnmatch import fnmatchcase
 from typing import Any
 
 import pytest
 from underlay import declaration
 
-from infra.constructs.data import APPEND_ONLY_TABLES, ITEM_MUTATIONS, table_write_actions
-from tests.infra.conftest import Synth, as_list, get_att
+from infra.constructs.data import APPEND_ENTRIES, APPEND_ONLY_TABLES, ITEM_MUTATIONS, table_write_actions
+from tests.infra.conftest import Synth, all_statements, allowed, arn, as_list, index_arns, role_statements
 
 WILDCARD_ACTIONS = {"*", "dynamodb:*", "s3:*", "sqs:*", "kms:*", "iam:*", "events:*", "secretsmanager:*"}
 
 
-def _all_statements(synth: Synth) -> list[tuple[str, dict[str, Any]]]:
-    """(owner logical ID, statement) for every identity policy statement in the template."""
-    found = []
-    for logical_id, policy in synth.resources("AWS::IAM::Policy").items():
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-            found.append((logical_id, statement))
-    for logical_id, role in synth.resources("AWS::IAM::Role").items():
-        for inline in role["Properties"].get("Policies", []):
-            for statement in inline["PolicyDocument"]["Statement"]:
-                found.append((logical_id, statement))
-    return found
-
-
-def _role_statements(synth: Synth, function: str) -> list[dict[str, Any]]:
-    fn = synth.props(synth.logical_id(synth.stack.functions.functions[function]))
-    role_id = fn["Role"]["Fn::GetAtt"][0]
-    statements = []
-    for policy in synth.resources("AWS::IAM::Policy").values():
-        if {"Ref": role_id} in policy["Properties"]["Roles"]:
-            statements += policy["Properties"]["PolicyDocument"]["Statement"]
-    return statements
-
-
-def _allowed(statements: list[dict[str, Any]], prefix: str) -> dict[str, set[str]]:
-    """action -> the resources (as JSON) it is allowed on, for actions of one service."""
-    allowed: dict[str, set[str]] = {}
-    for statement in statements:
-        if statement["Effect"] != "Allow":
-            continue
-        for action in as_list(statement["Action"]):
-            if action.startswith(prefix):
-                allowed.setdefault(action, set()).update(
-                    json.dumps(r, sort_keys=True) for r in as_list(statement["Resource"])
-                )
-    return allowed
-
-
-def _arn(synth: Synth, construct: Any) -> str:
-    return json.dumps(get_att(synth.logical_id(construct)), sort_keys=True)
-
-
 def test_health_may_only_describe_tables_and_read_its_history(synth: Synth) -> None:
     tables = synth.stack.data.tables
-    dynamodb = _allowed(_role_statements(synth, "health"), "dynamodb:")
-    described = {r for r in dynamodb.pop("dynamodb:DescribeTable") if "/index/*" not in r}  # CDK adds GSI ARNs
-    assert described == {_arn(synth, t) for t in tables.values()}
-    history = {_arn(synth, tables["health_history"])}
+    dynamodb = allowed(role_statements(synth, "health"), "dynamodb:")
+    described = dynamodb.pop("dynamodb:DescribeTable")
+    assert described == {arn(synth, t) for t in tables.values()}  # the tables, not their index ARNs
+    history = {arn(synth, tables["health_history"])}
     assert dynamodb, "health must be able to read health_history"
     for action, resources in dynamodb.items():
         assert resources == history, f"{action} granted beyond health_history: {resources}"
@@ -68,20 +28,20 @@ def test_health_may_only_describe_tables_and_read_its_history(synth: Synth) -> N
 
 
 def test_health_may_only_head_buckets_and_read_queue_attributes(synth: Synth) -> None:
-    statements = _role_statements(synth, "health")
-    assert _allowed(statements, "s3:") == {
-        "s3:ListBucket": {_arn(synth, b) for b in synth.stack.data.buckets.values()}
+    statements = role_statements(synth, "health")
+    assert allowed(statements, "s3:") == {
+        "s3:ListBucket": {arn(synth, b) for b in synth.stack.data.buckets.values()}
     }
     messaging = synth.stack.messaging
     queues = [*messaging.queues.values(), *messaging.dlqs.values()]
-    assert _allowed(statements, "sqs:") == {"sqs:GetQueueAttributes": {_arn(synth, q) for q in queues}}
-    assert _allowed(statements, "secretsmanager:")["secretsmanager:GetSecretValue"] == {
+    assert allowed(statements, "sqs:") == {"sqs:GetQueueAttributes": {arn(synth, q) for q in queues}}
+    assert allowed(statements, "secretsmanager:")["secretsmanager:GetSecretValue"] == {
         json.dumps({"Ref": synth.logical_id(synth.stack.cache.secret)})
     }
 
 
 def test_the_authorizer_gets_no_data_access(synth: Synth) -> None:
-    statements = _role_statements(synth, "authorizer")
+    statements = role_statements(synth, "authorizer")
     actions = {a for s in statements for a in as_list(s["Action"])}
     assert actions == {"logs:CreateLogStream", "logs:PutLogEvents"} | (
         {"xray:PutTraceSegments", "xray:PutTelemetryRecords"} if synth.config.tracing else set()
@@ -97,24 +57,83 @@ def test_vpc_functions_can_create_their_network_interfaces(synth: Synth) -> None
         assert "AWSLambdaBasicExecutionRole" not in managed  # logs only to its own group instead
 
 
-def test_no_statement_can_change_or_delete_audit_entries(synth: Synth) -> None:
+def _reaches(resource: Any, table_id: str) -> bool:
+    """Whether a statement resource covers the table: names it, or is a wildcard that could match it."""
+    if isinstance(resource, str):
+        return resource == "*" or (":dynamodb:" in resource and "*" in resource)
+    return table_id in json.dumps(resource)
+
+
+def _grants_any(patterns: list[str], actions: frozenset[str]) -> set[str]:
+    """The actions in `actions` that some action pattern (`dynamodb:Update*`, `*`) allows."""
+    return {a for a in actions for p in patterns if fnmatchcase(a.lower(), p.lower())}
+
+
+def test_no_role_may_change_or_delete_audit_entries(synth: Synth) -> None:
     audit = synth.logical_id(synth.stack.data.tables["audit"])
-    for owner, statement in _all_statements(synth):
+    checked = 0
+    for owner, statement in all_statements(synth):
         if statement["Effect"] != "Allow":
             continue
-        actions = set(as_list(statement["Action"]))
-        resources = json.dumps(statement["Resource"])
-        if audit in resources or statement["Resource"] == "*":
-            assert not actions & ITEM_MUTATIONS, f"{owner} may {actions & ITEM_MUTATIONS} on the audit table"
+        if any(_reaches(r, audit) for r in as_list(statement["Resource"])):
+            checked += 1
+            granted = _grants_any(as_list(statement["Action"]), ITEM_MUTATIONS)
+            assert not granted, f"{owner} may {sorted(granted)} on the audit table"
+    assert checked >= 3, "expected the audit, cache and admin grants on the audit table to be checked"
+
+
+def test_the_mutation_check_would_catch_wildcards() -> None:
+    assert _grants_any(["dynamodb:Update*"], ITEM_MUTATIONS) == {"dynamodb:UpdateItem"}
+    assert _grants_any(["*"], ITEM_MUTATIONS) == ITEM_MUTATIONS
+    assert _reaches("arn:aws:dynamodb:eu-west-1:1:table/*", "X") and not _reaches("arn:aws:s3:::b/*", "X")
+
+
+@pytest.mark.parametrize("function", ["cache", "admin"])
+def test_appenders_get_exactly_the_append_actions_on_the_audit_table(synth: Synth, function: str) -> None:
+    data = synth.stack.data
+    assert declaration.Grant("table", "audit", "append") in declaration.function(function).grants
+    statements = role_statements(synth, function)
+    assert allowed(statements, "dynamodb:") == {a: {arn(synth, data.tables["audit"])} for a in APPEND_ENTRIES}
+    assert set(APPEND_ENTRIES) == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"}
+    kms = allowed(statements, "kms:")
+    for action in ("kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey*"):
+        assert kms[action] == {arn(synth, data.key)}, action
+
+
+def test_the_audit_api_queries_the_table_and_its_indexes_and_only_puts(synth: Synth) -> None:
+    audit = synth.stack.data.tables["audit"]
+    dynamodb = allowed(role_statements(synth, "audit"), "dynamodb:")
+    assert dynamodb["dynamodb:Query"] == {arn(synth, audit), index_arns(synth, audit)}
+    assert dynamodb["dynamodb:GetItem"] >= {arn(synth, audit)}
+    assert dynamodb["dynamodb:PutItem"] == {arn(synth, audit)}
+    assert dynamodb["dynamodb:ConditionCheckItem"] >= {arn(synth, audit)}
+    assert not set(dynamodb) & ITEM_MUTATIONS
+    reached = {r for resources in dynamodb.values() for r in resources}
+    assert reached == {arn(synth, audit), index_arns(synth, audit)}, "the audit API reaches another table"
+
+
+def test_the_archiver_reads_the_stream_and_puts_archives_and_nothing_else(synth: Synth) -> None:
+    data = synth.stack.data
+    audit, bucket = data.tables["audit"], data.buckets["audit"]
+    statements = role_statements(synth, "audit_archive")
+    stream = arn(synth, audit, "StreamArn")
+    dynamodb = allowed(statements, "dynamodb:")
+    for action in ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"):
+        assert dynamodb.pop(action) == {stream}, action
+    assert set(dynamodb) <= {"dynamodb:ListStreams"}, f"item access on a table: {dynamodb}"
+    s3 = allowed(statements, "s3:")
+    objects = json.dumps({"Fn::Join": ["", [json.loads(arn(synth, bucket)), "/*"]]}, sort_keys=True)
+    assert s3["s3:PutObject"] == {objects}
+    assert all(a.startswith(("s3:Put", "s3:Abort")) for a in s3), f"beyond put: {sorted(s3)}"
 
 
 def test_no_wildcard_service_actions(synth: Synth) -> None:
-    for owner, statement in _all_statements(synth):
+    for owner, statement in all_statements(synth):
         if statement["Effect"] == "Allow":
             assert not set(as_list(statement["Action"])) & WILDCARD_ACTIONS, owner
 
 
-@pytest.mark.parametrize("access", ["write", "read_write", "put_only"])
+@pytest.mark.parametrize("access", ["write", "read_write", "put_only", "append"])
 def test_append_only_tables_only_ever_get_put(access: declaration.Access) -> None:
     assert {"audit"} <= APPEND_ONLY_TABLES
     for table in APPEND_ONLY_TABLES:
@@ -122,3 +141,4 @@ def test_append_only_tables_only_ever_get_put(access: declaration.Access) -> Non
         assert "dynamodb:PutItem" in actions
         assert not actions & ITEM_MUTATIONS
     assert "dynamodb:UpdateItem" in table_write_actions("flags", "write")
+    assert table_write_actions("flags", "append") == APPEND_ENTRIES

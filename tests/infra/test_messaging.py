@@ -11,7 +11,10 @@ from tests.infra.conftest import Synth, get_att
 
 def test_one_queue_per_declaration_with_a_dlq_and_six_times_the_worker_timeout(synth: Synth) -> None:
     messaging = synth.stack.messaging
-    assert len(synth.resources("AWS::SQS::Queue")) == 2 * len(declaration.QUEUES)
+    stream_dlqs = (
+        synth.stack.data.stream_dlqs
+    )  # on-failure queues of stream consumers (tests/infra/test_audit.py)
+    assert len(synth.resources("AWS::SQS::Queue")) == 2 * len(declaration.QUEUES) + len(stream_dlqs)
     for spec in declaration.QUEUES:
         queue = synth.props(synth.logical_id(messaging.queues[spec.name]))
         dlq_id = synth.logical_id(messaging.dlqs[spec.name])
@@ -46,6 +49,14 @@ def test_the_event_bus_is_named_for_the_stage(synth: Synth) -> None:
 
 def test_declared_schedules_become_scheduler_schedules(synth: Synth) -> None:
     assert len(synth.resources("AWS::Scheduler::Schedule")) == len(declaration.SCHEDULES)
+    assert {"cache-statistics", "audit-digest"} <= {s.name for s in declaration.SCHEDULES}
+    target = get_att(synth.logical_id(synth.stack.messaging.queues["jobs-normal"]))
+    for spec in declaration.SCHEDULES:
+        props = synth.props(synth.logical_id(synth.stack.messaging.schedules[spec.name]))
+        assert props["Name"] == f"{synth.config.stage}-underlay-{spec.name}"
+        assert props["ScheduleExpression"] == f"cron({spec.cron})"
+        assert props["Target"]["Arn"] == target
+        assert json.loads(props["Target"]["Input"])["type"] == spec.job_type
 
 
 def test_a_schedule_enqueues_its_job_on_cron_in_its_time_zone() -> None:

@@ -31,10 +31,12 @@ def test_any_message_in_any_dlq_alarms(synth: Synth) -> None:
             dimensions.append(alarm["Dimensions"])
     expected = [
         [{"Name": "QueueName", "Value": {"Fn::GetAtt": [synth.logical_id(dlq), "QueueName"]}}]
-        for dlq in synth.stack.messaging.dlqs.values()
+        for dlq in [*synth.stack.messaging.dlqs.values(), *synth.stack.data.stream_dlqs.values()]
     ]
     assert sorted(map(str, dimensions)) == sorted(map(str, expected))
-    assert len(expected) == len(declaration.QUEUES)
+    stream_consumers = [f.name for f in declaration.FUNCTIONS if f.table_stream]
+    assert sorted(synth.stack.data.stream_dlqs) == sorted(stream_consumers)
+    assert len(expected) == len(declaration.QUEUES) + len(stream_consumers)
 
 
 def test_api_5xx_rate_and_p95_latency_alarm_at_the_stage_thresholds(synth: Synth) -> None:
