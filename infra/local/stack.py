@@ -330,7 +330,11 @@ class LocalStack:
         self.aws = AwsService()
         self.issuer = LocalIssuer()
         self.runner = FunctionRunner()
-        self.event_sources: list[EventSource] = list(event_sources or []) + [f() for f in _source_factories]
+        if event_sources is None:  # SQS job workers and the scheduler, as on AWS
+            from infra.local.workers import default_sources
+
+            event_sources = default_sources()
+        self.event_sources: list[EventSource] = list(event_sources) + [f() for f in _source_factories]
         self._httpd: ThreadingHTTPServer | None = None
         self._saved_env: dict[str, str | None] = {}
 

@@ -59,7 +59,7 @@ class Route(NamedTuple):
 class Grant(NamedTuple):
     """What a function may do with a declared resource. `kind` is table, bucket, queue or bus."""
 
-    kind: Literal["table", "bucket", "queue", "bus"]
+    kind: Literal["table", "bucket", "queue", "bus", "scheduler"]
     name: str  # a declared resource name, or "*" for every resource of that kind
     access: Access
 
@@ -72,6 +72,7 @@ class Function(NamedTuple):
     needs_redis: bool = False  # placed in the VPC next to ElastiCache
     grants: tuple[Grant, ...] = ()
     table_stream: str | None = None  # consumes this declared table's DynamoDB stream (TTL removals)
+    consumes: tuple[str, ...] = ()  # declared queues whose messages invoke it (SQS event sources)
 
     @property
     def handler(self) -> str:
@@ -105,8 +106,11 @@ class Queue(NamedTuple):
     """A work queue. Every queue gets a dead-letter queue named `<name>-dlq`."""
 
     name: str
-    max_receive_count: int = 3
-    worker_timeout_s: int = 60  # visibility timeout is 6x this (SPEC: never a duplicate run on retry)
+    # Redelivery cap for messages whose worker crashed; failed jobs go to the DLQ themselves, after the
+    # job type's own max attempts (underlay.jobs.worker).
+    max_receive_count: int = 10
+    worker_timeout_s: int = 300  # visibility timeout is 6x this (SPEC: never a duplicate run on retry)
+    max_concurrency: int = 2  # concurrent worker instances for this queue (the SQS event source's cap)
     description: str = ""
 
     @property
@@ -193,11 +197,44 @@ FUNCTIONS: tuple[Function, ...] = (
         description="Archives audit entries that TTL removes to the audit bucket (gzip JSONL by date).",
         memory_mb=256,
         timeout_s=60,
-        grants=(Grant("bucket", "audit", "put_only"),),
+        grants=(Grant("bucket", "audit", "put_only"), Grant("bus", "*", "write")),
         table_stream="audit",
     ),
     # --- end of audit ---
     # --- jobs (issue 7: jobs, worker, events, e-mail) ---
+    Function(
+        name="jobs",
+        description="Jobs API: enqueue, inspect, cancel, retry, delete; schedules, dead letters, metrics.",
+        memory_mb=256,
+        timeout_s=30,
+        needs_redis=True,  # the rate limiter
+        grants=(
+            Grant("table", "jobs", "read_write"),
+            Grant("queue", "*", "read_write"),  # send; peek and redrive the DLQs
+            Grant("scheduler", "*", "write"),  # one-time schedules for jobs more than 15 minutes ahead
+            Grant("table", "audit", "append"),
+            Grant("bus", "*", "write"),
+        ),
+    ),
+    Function(
+        name="worker",
+        description="Runs background jobs from the priority queues (partial batch responses).",
+        memory_mb=512,
+        timeout_s=300,  # <= the queues' worker_timeout_s
+        needs_redis=True,  # cache jobs
+        consumes=("jobs-high", "jobs-normal", "jobs-low"),
+        grants=(
+            Grant("table", "jobs", "read_write"),
+            Grant("queue", "*", "read_write"),  # visibility changes, DLQ sends
+            Grant(
+                "table", "audit", "read_write"
+            ),  # audit.digest and audit.export (append-only: put, never change)
+            Grant("bucket", "audit", "read"),
+            Grant("bucket", "audit", "put_only"),
+            Grant("table", "health_history", "read_write"),
+            Grant("bus", "*", "write"),
+        ),
+    ),
     # --- end of jobs ---
     # --- admin (issue 8: admin, metrics, storage) ---
     # --- end of admin ---
@@ -260,6 +297,19 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/audit-logs/export", "audit", "audit:export", "Export entries to S3 as CSV or JSONL"),
     # --- end of audit ---
     # --- jobs (issue 7: jobs, worker, events, e-mail) ---
+    Route("GET", "/v1/jobs", "jobs", "jobs:read", "Jobs, newest first, by status, type, priority and date"),
+    Route("POST", "/v1/jobs", "jobs", "jobs:write", "Enqueue a job (now, after a delay, or at a time)"),
+    Route("GET", "/v1/jobs/schedules", "jobs", "jobs:read", "Recurring schedules and their next runs"),
+    Route("POST", "/v1/jobs/schedules/{name}/trigger", "jobs", "jobs:write", "Run a schedule's job now"),
+    Route("GET", "/v1/jobs/dead-letters", "jobs", "jobs:read", "Dead-letter queues: depth and a peek"),
+    Route("POST", "/v1/jobs/dead-letters/redrive", "jobs", "jobs:write", "Replay dead letters"),
+    Route(
+        "GET", "/v1/jobs/metrics", "jobs", "jobs:read", "Queue depths, in flight, failures, success rate, p95"
+    ),
+    Route("GET", "/v1/jobs/{id}", "jobs", "jobs:read", "One job with its history"),
+    Route("POST", "/v1/jobs/{id}/cancel", "jobs", "jobs:write", "Cancel a pending or running job"),
+    Route("POST", "/v1/jobs/{id}/retry", "jobs", "jobs:write", "Run a failed job again"),
+    Route("DELETE", "/v1/jobs/{id}", "jobs", "jobs:write", "Delete a pending job"),
     # --- end of jobs ---
     # --- admin (issue 8: admin, metrics, storage) ---
     # --- end of admin ---
@@ -286,7 +336,16 @@ TABLES: tuple[Table, ...] = (
         ),
         description="Audit entries (hash chain) and the chain head",
     ),
-    Table("jobs", ttl_attribute="expires_at", description="Job records and history"),
+    Table(
+        "jobs",
+        ttl_attribute="expires_at",
+        indexes=(
+            Index("by_status", "status", "id"),  # ids are ULIDs: newest first, dates as id ranges
+            Index("by_type", "type", "id"),
+            Index("by_time", "kind", "id"),
+        ),
+        description="Job records and history, idempotency keys, schedule run leases",
+    ),
     Table(
         "idempotency",
         partition_key="id",
@@ -303,9 +362,9 @@ BUCKETS: tuple[Bucket, ...] = (
 )
 
 QUEUES: tuple[Queue, ...] = (
-    Queue("jobs-high", description="High-priority jobs"),
-    Queue("jobs-normal", description="Normal-priority jobs"),
-    Queue("jobs-low", description="Low-priority jobs"),
+    Queue("jobs-high", max_concurrency=10, description="High-priority jobs"),
+    Queue("jobs-normal", max_concurrency=5, description="Normal-priority jobs"),
+    Queue("jobs-low", max_concurrency=2, description="Low-priority jobs"),
 )
 
 EVENT_BUS = "underlay"

@@ -188,12 +188,16 @@ class JobsSettings(BaseModel):
     """Background jobs (issue 7)."""
 
     history_days: int = Field(default=14, ge=1, le=3650)  # job records expire by TTL after this
-    cancel_poll_seconds: float = Field(default=1.0, ge=0)  # ctx.cancelled() reads the record at most this often
+    cancel_poll_seconds: float = Field(
+        default=1.0, ge=0
+    )  # ctx.cancelled() reads the record at most this often
     result_max_bytes: int = Field(default=4096, ge=256, le=350_000)
     # Delays beyond SQS's 15 minutes use an EventBridge Scheduler one-time schedule, assuming this role (CDK).
     scheduler_role_arn: str | None = None
     scheduler_group: str = "default"
-    dead_letter_peek: int = Field(default=10, ge=1, le=10)  # messages shown per DLQ by GET /v1/jobs/dead-letters
+    dead_letter_peek: int = Field(
+        default=10, ge=1, le=10
+    )  # messages shown per DLQ by GET /v1/jobs/dead-letters
     metrics_sample: int = Field(default=1000, ge=10, le=10_000)  # jobs read for p95 duration
 
 

@@ -34,7 +34,7 @@ def digest(payload: DigestPayload, ctx: JobContext) -> dict[str, Any]:
     return {"written": made is not None, "seq": made["seq"] if made else None}
 
 
-@job_type("audit.export", ExportPayload, max_attempts=2, timeout_s=900)
+@job_type("audit.export", ExportPayload, max_attempts=2, timeout_s=280)
 def export(payload: ExportPayload, ctx: JobContext) -> dict[str, Any]:
     """Export audit entries matching the filters to S3 (CSV or JSONL)."""
     from underlay.audit import export as exports

@@ -17,7 +17,7 @@ class StatsPayload(BaseModel):
     top: int = Field(default=10, ge=0, le=100)
 
 
-@job_type("cache.warm", WarmPayload, max_attempts=2, timeout_s=600)
+@job_type("cache.warm", WarmPayload, max_attempts=2, timeout_s=280)
 def warm(payload: WarmPayload, ctx: JobContext) -> dict[str, Any]:
     """Run the registered cache warmers (all, or the named ones), reporting progress after each."""
     from underlay.cache import get_cache, warming

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,10 +104,11 @@ def enqueue(
         )
     if run_at is not None:
         when = run_at if run_at.tzinfo else run_at.replace(tzinfo=UTC)
-        delay = max(0, int((when - now).total_seconds()))
+        delay = max(0, math.ceil((when - now).total_seconds()))
+        due = when if delay else None
     else:
         delay = max(0, delay_seconds or 0)
-    due = datetime.fromtimestamp(now.timestamp() + delay, UTC) if delay else None
+        due = datetime.fromtimestamp(now.timestamp() + delay, UTC) if delay else None
     settings = get_settings()
     job_id = ulid()
     item = store.new_record(
