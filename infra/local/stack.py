@@ -205,6 +205,10 @@ class AwsService:
         self._server.start()
         _wait_for_port(port)
         self.endpoint = f"http://127.0.0.1:{port}"
+        # moto's backends live in the process, not the server: start from nothing if a stack ran here before.
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=10).close()
         self._create_resources()
 
     def _client(self, service: str) -> Any:

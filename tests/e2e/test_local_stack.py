@@ -233,3 +233,23 @@ def test_responses_carry_rate_limit_headers(stack: Stack) -> None:
     assert status == 200
     assert headers["RateLimit-Policy"] == '"premium";q=300;w=60'
     assert headers["X-RateLimit-Limit"] == "300" and int(headers["X-RateLimit-Remaining"]) < 300
+
+
+def test_enqueue_over_http_and_watch_it_succeed(stack: Stack) -> None:
+    token = stack.token(sub="jobs-e2e", scopes=["jobs:read", "jobs:write"])
+    body = json.dumps({"type": "cache.warm", "payload": {}, "priority": "high"}).encode()
+    status, _, created = stack.request(
+        "POST", "/v1/jobs", token=token, body=body, content_type="application/json"
+    )
+    assert status == 202, created
+    job_id = json.loads(created)["id"]
+    deadline = time.monotonic() + 20
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status, _, raw = stack.request("GET", f"/v1/jobs/{job_id}", token=token)
+        job = json.loads(raw)
+        if job.get("status") == "succeeded":
+            break
+        time.sleep(0.2)
+    assert job.get("status") == "succeeded", job
+    assert [h["status"] for h in job["history"]] == ["pending", "running", "succeeded"]
