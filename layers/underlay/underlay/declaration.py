@@ -232,6 +232,8 @@ FUNCTIONS: tuple[Function, ...] = (
             Grant("bucket", "audit", "read"),
             Grant("bucket", "audit", "put_only"),
             Grant("table", "health_history", "read_write"),
+            Grant("table", "*", "describe"),  # health.snapshot runs every health check
+            Grant("bucket", "*", "describe"),
             Grant("bus", "*", "write"),
         ),
     ),
@@ -381,6 +383,7 @@ SCHEDULES: tuple[Schedule, ...] = (
     Schedule("audit-digest", "0 * * * ? *", "UTC", "audit.digest"),
     # --- end of audit ---
     # --- jobs (issue 7: jobs, worker, events, e-mail) ---
+    Schedule("health-snapshot", "0/5 * * * ? *", "UTC", "health.snapshot"),
     # --- end of jobs ---
     # --- admin (issue 8: admin, metrics, storage) ---
     # --- end of admin ---

@@ -88,6 +88,7 @@ JOB_MODULES: list[str] = [
     "underlay.audit.jobs",
     # --- end of audit ---
     # --- jobs (issue 7) ---
+    "underlay.health_jobs",
     # --- end of jobs ---
     # --- admin (issue 8) ---
     # --- end of admin ---

@@ -54,6 +54,10 @@ class HealthSettings(BaseModel):
     latency_warn_ms: float = Field(default=1000.0, gt=0)
     external_services: list[ExternalService] = Field(default_factory=list)
     history_limit: int = Field(default=50, ge=1, le=500)
+    history_days: int = Field(default=30, ge=1, le=3650)  # snapshots expire by TTL after this
+    # The `health.snapshot` job alerts here (SNS) when a component fails this many snapshots in a row.
+    alert_topic_arn: str | None = None
+    alert_after_failures: int = Field(default=3, ge=1, le=100)
 
 
 class HttpSettings(BaseModel):
