@@ -16,41 +16,11 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
+from tests.perf.fixtures import moto_stack
 from tests.perf.registry import Figures, Target, benchmark
 
 WRITERS, PER_WRITER = 4, 40
-
-
-@contextmanager
-def moto_stack() -> Iterator[dict[str, str]]:
-    from infra.local.stack import AwsService, _reset_process_caches
-
-    aws = AwsService()
-    aws.start()
-    env = {
-        **aws.names,
-        "AWS_ENDPOINT_URL": aws.endpoint,
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "POWERTOOLS_METRICS_DISABLED": "true",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    _reset_process_caches()
-    try:
-        yield aws.names
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        _reset_process_caches()
-        aws.stop()
 
 
 def _rate(worker: object) -> float:
