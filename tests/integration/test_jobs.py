@@ -157,7 +157,9 @@ def test_retries_follow_the_backoff_then_fail_to_the_dlq(env: dict[str, str]) ->
     assert job["status"] == "pending" and job["attempts"] == 1 and "attempt 1 fails" in job["error"]
     assert visibility == [1]
     for _ in range(2):  # the message comes back when its backoff delay has passed (moto honours visibility)
-        message = sqs().receive_message(QueueUrl=url(env, "jobs-normal"), VisibilityTimeout=0, WaitTimeSeconds=5)
+        message = sqs().receive_message(
+            QueueUrl=url(env, "jobs-normal"), VisibilityTimeout=0, WaitTimeSeconds=5
+        )
         assert message.get("Messages"), "the retried message must come back after its delay"
         drain(env)
     assert visibility == [1, 2]  # base 1 s doubling
