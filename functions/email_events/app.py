@@ -1,0 +1,12 @@
+"""SES bounce and complaint notifications (through SNS) feed the suppression list.
+Logic: `underlay.email.suppression`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from underlay.email.suppression import record_sns_event
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
+    return record_sns_event(event)
