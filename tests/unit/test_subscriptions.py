@@ -113,6 +113,7 @@ def test_audit_on_job_failure_routes_only_final_job_failures() -> None:
     ("bad", "message"),
     [
         (Subscription("Bad_Name", {"source": ["x"]}, "m:f"), "lowercase"),
+        (Subscription("x" * 49, {"source": ["x"]}, "m:f"), "lowercase"),  # too long for its DLQ's name
         (Subscription("ok", {"source": ["x"]}, "no-colon"), "module:function"),
         (Subscription("ok", {}, "m:f"), "empty pattern"),
         (Subscription("ok", {"source": "x"}, "m:f"), "list of values"),

@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-_NAME = re.compile(r"^[a-z][a-z0-9-]{0,58}[a-z0-9]$")  # the DLQ name `sub-<name>-dlq` stays within SQS's 80
+# At most 48 characters: `staging-underlay-sub-<name>-dlq` stays within the 80 an SQS queue name may have.
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,46}[a-z0-9]$")
 _HANDLER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 Handler = Callable[[dict[str, Any]], Any]
@@ -90,7 +91,9 @@ def check(subscriptions: Sequence[Subscription] = SUBSCRIPTIONS) -> None:
     seen: set[str] = set()
     for sub in subscriptions:
         if not _NAME.match(sub.name):
-            raise ValueError(f"subscription name {sub.name!r} must be lowercase letters, digits and '-'")
+            raise ValueError(
+                f"subscription name {sub.name!r} must be lowercase letters, digits and '-' (at most 48)"
+            )
         if sub.name in seen:
             raise ValueError(f"subscription {sub.name!r} is declared twice")
         seen.add(sub.name)
