@@ -415,6 +415,7 @@ def _reset_process_caches() -> None:
     from underlay.auth import reset_verifier
     from underlay.aws import reset_clients
     from underlay.cache import reset_cache
+    from underlay.flags import reset_flags
     from underlay.health import clear_cache
     from underlay.observability import reset_observability
     from underlay.pagination import reset_key
@@ -428,6 +429,7 @@ def _reset_process_caches() -> None:
     reset_redis()
     reset_cache()
     reset_audit()
+    reset_flags()
     reset_ratelimit()
     reset_verifier()
     reset_observability()

@@ -175,6 +175,18 @@ FUNCTIONS: tuple[Function, ...] = (
     ),
     # --- end of cache ---
     # --- flags (issue 4: feature flags) ---
+    Function(
+        name="flags",
+        description="Feature flags API: flags and segments, evaluate all for a caller, analytics.",
+        memory_mb=512,
+        timeout_s=15,
+        needs_redis=True,  # the version stamp, analytics, the rate limiter
+        grants=(
+            Grant("table", "flags", "read_write"),
+            Grant("table", "audit", "append"),
+            Grant("bus", "*", "write"),
+        ),
+    ),
     # --- end of flags ---
     # --- config (issue 5: configuration) ---
     # --- end of config ---
@@ -232,6 +244,7 @@ FUNCTIONS: tuple[Function, ...] = (
             Grant("bucket", "audit", "read"),
             Grant("bucket", "audit", "put_only"),
             Grant("table", "health_history", "read_write"),
+            Grant("table", "flags", "read_write"),  # flags.stale_scan
             Grant("table", "*", "describe"),  # health.snapshot runs every health check
             Grant("bucket", "*", "describe"),
             Grant("bus", "*", "write"),
@@ -282,6 +295,38 @@ ROUTES: tuple[Route, ...] = (
     ),
     # --- end of cache ---
     # --- flags (issue 4: feature flags) ---
+    Route(
+        "GET", "/v1/feature-flags", "flags", "flags:read", "Flags by key, filtered by tag, state, staleness"
+    ),
+    Route("POST", "/v1/feature-flags", "flags", "flags:write", "Create a flag (409 if the key exists)"),
+    Route(
+        "POST", "/v1/feature-flags/evaluate", "flags", "flags:evaluate", "Every flag's value for the caller"
+    ),
+    Route("GET", "/v1/feature-flags/{key}", "flags", "flags:read", "One flag"),
+    Route(
+        "PUT",
+        "/v1/feature-flags/{key}",
+        "flags",
+        "flags:write",
+        "Replace a flag (version check: 409 if stale)",
+    ),
+    Route("POST", "/v1/feature-flags/{key}/toggle", "flags", "flags:write", "Flip or set the kill switch"),
+    Route(
+        "DELETE", "/v1/feature-flags/{key}", "flags", "flags:write", "Archive a flag (it serves its default)"
+    ),
+    Route("POST", "/v1/feature-flags/{key}/restore", "flags", "flags:write", "Restore an archived flag"),
+    Route(
+        "GET",
+        "/v1/feature-flags/{key}/analytics",
+        "flags",
+        "flags:read",
+        "Evaluations and unique users per day",
+    ),
+    Route("GET", "/v1/segments", "flags", "flags:write", "Segments: named, reusable condition sets"),
+    Route("POST", "/v1/segments", "flags", "flags:write", "Create a segment"),
+    Route("GET", "/v1/segments/{key}", "flags", "flags:write", "One segment"),
+    Route("PUT", "/v1/segments/{key}", "flags", "flags:write", "Replace a segment (version check)"),
+    Route("DELETE", "/v1/segments/{key}", "flags", "flags:write", "Delete a segment no flag uses"),
     # --- end of flags ---
     # --- config (issue 5: configuration) ---
     # --- end of config ---
@@ -323,7 +368,11 @@ DEFAULT_ROUTE_FUNCTION = "health"
 # --- data ---------------------------------------------------------------------------------------
 
 TABLES: tuple[Table, ...] = (
-    Table("flags", description="Feature flags and segments"),
+    Table(
+        "flags",
+        indexes=(Index("by_kind", "kind", "key"),),  # every flag (or segment) by key: a Query, never a Scan
+        description="Feature flags, segments and the version stamp",
+    ),
     Table("config", description="Runtime settings, versioned"),
     Table(
         "audit",
@@ -376,6 +425,7 @@ SCHEDULES: tuple[Schedule, ...] = (
     Schedule("cache-statistics", "0/15 * * * ? *", "UTC", "cache.stats"),
     # --- end of cache ---
     # --- flags (issue 4: feature flags) ---
+    Schedule("flags-stale-scan", "0 6 * * ? *", "UTC", "flags.stale_scan"),
     # --- end of flags ---
     # --- config (issue 5: configuration) ---
     # --- end of config ---

@@ -7,6 +7,7 @@ Status codes follow SPEC.md. Nothing here ever puts a stack trace or a secret in
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -162,5 +163,14 @@ def field_errors_from_pydantic(errors: Any) -> list[FieldError]:
     result = []
     for err in errors:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        result.append(FieldError(".".join(loc) or "body", str(err.get("msg", "invalid"))))
+        message = str(err.get("msg", "invalid"))
+        # A model-level check names the field it is about as "<dotted.path>: why" (`rules.2.serve.variant: ...`).
+        named = _NAMED_FIELD.match(message.removeprefix("Value error, "))
+        if named:
+            loc.append(named.group(1))
+            message = named.group(2)
+        result.append(FieldError(".".join(loc) or "body", message))
     return result
+
+
+_NAMED_FIELD = re.compile(r"^([a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*): (.+)$", re.DOTALL)

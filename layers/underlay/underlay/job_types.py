@@ -83,12 +83,14 @@ JOB_MODULES: list[str] = [
     "underlay.cache.jobs",
     # --- end of cache ---
     # --- flags (issue 4) ---
+    "underlay.flags.service",
     # --- end of flags ---
     # --- audit (issue 6) ---
     "underlay.audit.jobs",
     # --- end of audit ---
     # --- jobs (issue 7) ---
     "underlay.health_jobs",
+    "underlay.email.jobs",
     # --- end of jobs ---
     # --- admin (issue 8) ---
     # --- end of admin ---

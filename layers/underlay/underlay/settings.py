@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from underlay.auth_settings import AuthSettings
+from underlay.email.settings import EmailSettings
 
 Stage = Literal["dev", "staging", "prod"]
 Component = Literal["dynamodb", "s3", "redis", "sqs", "http"]
@@ -205,6 +206,15 @@ class JobsSettings(BaseModel):
     metrics_sample: int = Field(default=1000, ge=10, le=10_000)  # jobs read for p95 duration
 
 
+class FlagsSettings(BaseModel):
+    """Feature flags (issue 4)."""
+
+    refresh_seconds: float = Field(default=5.0, ge=0, le=3600)  # how often an instance checks the stamp
+    analytics_flush_seconds: float = Field(default=10.0, ge=0)
+    analytics_days: int = Field(default=90, ge=1, le=3650)
+    stale_days: int = Field(default=30, ge=1, le=3650)  # the stale scan's N
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -222,6 +232,7 @@ class Settings(BaseModel):
     ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     # --- end of cache ---
     # --- flags (issue 4) ---
+    flags: FlagsSettings = Field(default_factory=FlagsSettings)
     # --- end of flags ---
     # --- config (issue 5) ---
     # --- end of config ---
@@ -230,6 +241,7 @@ class Settings(BaseModel):
     # --- end of audit ---
     # --- jobs (issue 7) ---
     jobs: JobsSettings = Field(default_factory=JobsSettings)
+    email: EmailSettings = Field(default_factory=EmailSettings)
     # --- end of jobs ---
     # --- admin (issue 8) ---
     # --- end of admin ---
