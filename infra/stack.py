@@ -134,6 +134,8 @@ class UnderlayStack(Stack):
             self._grant(fn, spec)
             if spec.table_stream:
                 self.data.add_stream_consumer(fn, spec.table_stream, function_name=spec.name)
+            for queue in spec.consumes:
+                self.messaging.add_consumer(fn, queue, timeout_s=spec.timeout_s)
         self._grant_signing_key()
 
         self.api = Api(
@@ -160,11 +162,16 @@ class UnderlayStack(Stack):
                 **self.messaging.dlqs,
                 **{f"{name}-stream": dlq for name, dlq in self.data.stream_dlqs.items()},
             },
+            queue_depth=config.alarms.queue_depth,
             api_5xx_rate_percent=config.alarms.api_5xx_rate_percent,
             api_p95_latency_ms=config.alarms.api_p95_latency_ms,
             alarm_email=config.alarms.email,
             removal_policy=removal,
         )
+
+        for spec in declaration.FUNCTIONS:
+            if spec.consumes:  # a job worker runs health.snapshot, which alerts after a streak of failures
+                self.monitoring.grant_health_alerts(self.functions.functions[spec.name])
 
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the HTTP API")
         CfnOutput(self, "EventBusName", value=self.messaging.bus.event_bus_name)
@@ -198,20 +205,28 @@ class UnderlayStack(Stack):
                     fn.add_environment(
                         declaration.env_name("queue", f"{name}_dlq"), self.messaging.dlqs[name].queue_url
                     )
-            else:  # the bus: there is one, whatever the name says
+            elif grant.kind == "scheduler":  # one-time schedules, in the jobs schedule group only
+                self.messaging.grant_job_schedules(fn, grant.access)
+            elif grant.kind == "bus":  # there is one, whatever the name says
                 self.messaging.grant_bus(fn, grant.access)
                 fn.add_environment("UNDERLAY_EVENT_BUS", self.messaging.bus.event_bus_name)
+            else:
+                raise ValueError(f"function {spec.name!r}: no grant of kind {grant.kind!r}")
 
     def _grant_signing_key(self) -> None:
-        """Digest signatures: whoever serves the verify route checks them; nobody signs yet.
+        """Digest signatures: whoever serves the verify route checks them, and the job workers sign them.
 
-        Seam: the hourly `audit.digest` job will run in the jobs worker (jobs issue). When that function is
-        declared, add `self.audit.grant_digest_writer(worker, self.data.buckets["audit"])` here; until then no
-        role may call kms:Sign, and `tests/infra/test_audit.py` holds that.
+        A job worker is a function that consumes a job queue: any of them may run the built-in `audit.digest`
+        job (hourly from its schedule, or enqueued at any priority), so each gets the digest writer's grants.
         """
         verify = declaration.route("GET /v1/audit-logs/verify")
         if verify is not None:
             self.audit.grant_verify(self.functions.functions[verify.function])
+        for spec in declaration.FUNCTIONS:
+            if spec.consumes:
+                self.audit.grant_digest_writer(
+                    self.functions.functions[spec.name], self.data.buckets["audit"]
+                )
 
     @staticmethod
     def _names(grant: declaration.Grant, declared: dict[str, Any]) -> list[str]:

@@ -94,6 +94,8 @@ class AlarmsConfig(_Strict):
     email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     api_5xx_rate_percent: float = Field(default=1.0, gt=0, le=100)
     api_p95_latency_ms: int = Field(default=1000, gt=0)
+    # SPEC: a job queue this deep alarms (messages waiting, not those in flight or delayed).
+    queue_depth: int = Field(default=1000, gt=0)
 
 
 class StageConfig(_Strict):

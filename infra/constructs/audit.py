@@ -52,8 +52,7 @@ class Audit(Construct):
         """Sign digests and store them under Object Lock; the function also needs the audit bucket's declared
         read (it reads the previous digest) and put_only grants.
 
-        Nothing calls this yet: the `audit.digest` job (schedule `audit-digest`) runs in the jobs worker, which
-        arrives with the jobs issue; declare that worker, then grant it here from the stack.
+        The stack grants this to the job workers, which run the `audit.digest` job (schedule `audit-digest`).
         """
         iam.Grant.add_to_principal(
             grantee=fn,

@@ -1,19 +1,36 @@
-"""Jobs and events: the job queues with their dead-letter queues, the event bus and the recurring schedules."""
+"""Jobs and events: the job queues with their dead-letter queues and consumers, the event bus, the recurring
+schedules, and the schedule group the jobs API puts one-time schedules in (jobs more than 15 minutes ahead)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 
-from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import Aws, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 from underlay import declaration
+from underlay.jobs import schedules as job_schedules
+
+from infra.constructs import acknowledge
 
 SCHEDULE_QUEUE = "jobs-normal"  # where scheduled jobs are enqueued
+# A consumer's message stays invisible this many times its function's timeout, so a message whose invocation
+# is still running (or retrying inside Lambda) is never handed to a second one (SPEC: visibility >= 6x).
+VISIBILITY_PER_TIMEOUT = 6
+CONSUMER_BATCH_SIZE = 10
+# Waiting a little for fuller batches saves invocations under load; a second keeps a high-priority job's wait
+# far below anything a caller would notice.
+CONSUMER_BATCHING_WINDOW = Duration.seconds(1)
+# What the jobs API may do with the one-time schedules in its group (`underlay.jobs._send` and `delete`).
+JOB_SCHEDULE_ACTIONS = ("scheduler:CreateSchedule", "scheduler:DeleteSchedule", "scheduler:GetSchedule")
+JOB_SCHEDULER_GROUP_ENV = "UNDERLAY_JOBS__SCHEDULER_GROUP"
+JOB_SCHEDULER_ROLE_ENV = "UNDERLAY_JOBS__SCHEDULER_ROLE_ARN"
 
 
 class Messaging(Construct):
@@ -21,6 +38,10 @@ class Messaging(Construct):
 
     Queues use SQS-managed encryption: encrypted at rest with no key policy for EventBridge Scheduler or
     consumers to get right, and no KMS request charges per message.
+
+    One-time schedules are created at run time by the jobs API in a group of their own (`job_schedule_group`),
+    and EventBridge Scheduler delivers them with `job_scheduler_role`, which only schedules in that group can
+    assume. The recurring schedules keep their own role (`scheduler_role`), which reaches the normal queue only.
     """
 
     def __init__(
@@ -58,6 +79,8 @@ class Messaging(Construct):
             )
 
         self.bus = events.EventBus(self, "Bus", event_bus_name=f"{stage}-{declaration.EVENT_BUS}")
+        self.job_schedule_group_name = f"{stage}-underlay-jobs"
+        self.job_schedule_group, self.job_scheduler_role = self._one_time_schedules(stage, removal_policy)
 
         self.schedules: dict[str, scheduler.CfnSchedule] = {}
         self.scheduler_role: iam.Role | None = None
@@ -78,14 +101,7 @@ class Messaging(Construct):
         dlq.grant_send_messages(role)  # undeliverable invocations land next to failed jobs
         self.scheduler_role = role
         for spec in schedules:
-            job = {
-                "type": spec.job_type,
-                "payload": dict(spec.payload),
-                "priority": "normal",
-                "source": "schedule",
-                "schedule": spec.name,
-                "overlap": spec.overlap,  # Scheduler cannot skip overlaps; the worker does, by this flag
-            }
+            job = job_schedules.message(spec)  # what the local stack's cron puts on the queue too
             self.schedules[spec.name] = scheduler.CfnSchedule(
                 self,
                 f"Schedule-{spec.name}",
@@ -106,6 +122,53 @@ class Messaging(Construct):
                 ),
             )
 
+    def _one_time_schedules(
+        self, stage: str, removal_policy: RemovalPolicy
+    ) -> tuple[scheduler.CfnScheduleGroup, iam.Role]:
+        group = scheduler.CfnScheduleGroup(self, "JobScheduleGroup", name=self.job_schedule_group_name)
+        group.apply_removal_policy(removal_policy)  # deleting a group deletes the schedules in it
+        # Confused-deputy guard: Scheduler names the schedule group as the source when it assumes the role.
+        role = iam.Role(
+            self,
+            "JobSchedulerRole",
+            description=f"Underlay {stage}: EventBridge Scheduler enqueues jobs that were due later than 15 min",
+            assumed_by=iam.ServicePrincipal(
+                "scheduler.amazonaws.com",
+                conditions={
+                    "StringEquals": {
+                        "aws:SourceAccount": Aws.ACCOUNT_ID,
+                        "aws:SourceArn": group.attr_arn,
+                    }
+                },
+            ),
+        )
+        for queue in self.queues.values():  # a job's priority picks its queue
+            queue.grant_send_messages(role)
+        return group, role
+
+    # --- consumers, called by the stack for each queue a declared function `consumes` ----------------------
+
+    def add_consumer(self, fn: lambda_.Function, name: str, *, timeout_s: int) -> None:
+        """Messages on queue `name` invoke `fn` (whose timeout is `timeout_s`), with partial batch responses:
+        only the messages the function reports as failed come back, each after its own backoff."""
+        spec = next((q for q in declaration.QUEUES if q.name == name), None)
+        if spec is None:
+            raise ValueError(f"{fn.node.id} consumes undeclared queue {name!r}")
+        if spec.visibility_timeout_s < VISIBILITY_PER_TIMEOUT * timeout_s:
+            raise ValueError(
+                f"queue {name!r}: visibility timeout {spec.visibility_timeout_s}s is under "
+                f"{VISIBILITY_PER_TIMEOUT}x the {timeout_s}s timeout of its consumer; raise worker_timeout_s"
+            )
+        fn.add_event_source(
+            event_sources.SqsEventSource(
+                self.queues[name],
+                batch_size=CONSUMER_BATCH_SIZE,
+                max_batching_window=CONSUMER_BATCHING_WINDOW,
+                report_batch_item_failures=True,
+                max_concurrency=spec.max_concurrency,  # per queue: more for high, fewer for low
+            )
+        )
+
     # --- grants, called by the stack from each function's declared grants --------------------------------
 
     def grant_queue(self, grantee: iam.IGrantable, name: str, access: declaration.Access) -> None:
@@ -119,9 +182,42 @@ class Messaging(Construct):
         elif access == "read":
             queue.grant_consume_messages(grantee)
         else:
-            queue.grant_send_messages(grantee)
-            queue.grant_consume_messages(grantee)
-            dlq.grant(grantee, "sqs:GetQueueAttributes")
+            # Both ends of the queue and of its DLQ: the worker changes visibility (backoff) and sends a job's
+            # last failure to the DLQ itself; the jobs API peeks at the DLQ and redrives it.
+            for q in (queue, dlq):
+                q.grant_send_messages(grantee)
+                q.grant_consume_messages(grantee)
+
+    def grant_job_schedules(self, fn: lambda_.Function, access: declaration.Access) -> None:
+        """One-time schedules in the jobs group: create, delete and look up, delivered by the job scheduler
+        role, which `fn` may pass to Scheduler and to nothing else."""
+        writes = access not in ("read", "describe")
+        actions = JOB_SCHEDULE_ACTIONS if writes else ("scheduler:GetSchedule",)
+        schedules_arn = Stack.of(self).format_arn(
+            service="scheduler",
+            resource="schedule",
+            resource_name=f"{self.job_schedule_group_name}/*",
+        )
+        iam.Grant.add_to_principal(grantee=fn, actions=list(actions), resource_arns=[schedules_arn])
+        fn.add_environment(JOB_SCHEDULER_GROUP_ENV, self.job_schedule_group_name)
+        if writes:
+            fn.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["iam:PassRole"],
+                    resources=[self.job_scheduler_role.role_arn],
+                    conditions={"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}},
+                )
+            )
+            fn.add_environment(JOB_SCHEDULER_ROLE_ENV, self.job_scheduler_role.role_arn)
+        if fn.role is not None:
+            acknowledge(
+                fn.role,
+                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:scheduler:<AWS::Region>:<AWS::AccountId>:"
+                f"schedule/{self.job_schedule_group_name}/*]",
+                "One-time schedules are named job-<ULID> at run time, one per job due later than 15 minutes; "
+                f"the grant covers schedules in the {self.job_schedule_group_name} group only, never the "
+                "recurring ones or another group.",
+            )
 
     def grant_bus(self, grantee: iam.IGrantable, access: declaration.Access) -> None:
         if access != "describe":

@@ -17,10 +17,12 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 PERIOD = Duration.minutes(5)
+HEALTH_ALERT_TOPIC_ENV = "UNDERLAY_HEALTH__ALERT_TOPIC_ARN"  # HealthSettings.alert_topic_arn
 
 
 class Monitoring(Construct):
-    """Alarms: API 5xx rate, API p95 latency, throttles and errors per function, messages in any DLQ.
+    """Alarms: API 5xx rate, API p95 latency, throttles and errors per function, a backlog of `queue_depth`
+    messages on any job queue, messages in any DLQ.
 
     The topic is encrypted with its own key, whose policy lets CloudWatch publish (the AWS-managed SNS key
     does not, so alarms would fail silently on it).
@@ -36,6 +38,7 @@ class Monitoring(Construct):
         functions: Mapping[str, lambda_.IFunction],
         queues: Mapping[str, sqs.IQueue],
         dlqs: Mapping[str, sqs.IQueue],
+        queue_depth: int,
         api_5xx_rate_percent: float,
         api_p95_latency_ms: float,
         alarm_email: str | None,
@@ -89,6 +92,18 @@ class Monitoring(Construct):
             )
             self._alarm(
                 f"{name}-errors", fn.metric_errors(period=PERIOD, statistic="Sum"), 0, f"Lambda {name} errors"
+            )
+        for name, queue in queues.items():
+            # A backlog that size means the workers are not keeping up (or not running at all).
+            self._alarm(
+                f"{name}-depth",
+                queue.metric_approximate_number_of_messages_visible(
+                    period=Duration.minutes(1), statistic="Maximum"
+                ),
+                queue_depth,
+                f"{queue_depth} or more messages waiting in the {name} queue",
+                evaluation_periods=1,
+                comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             )
         for name, dlq in dlqs.items():
             self._alarm(
@@ -158,6 +173,11 @@ class Monitoring(Construct):
             ),
         )
 
+    def grant_health_alerts(self, fn: lambda_.Function) -> None:
+        """The `health.snapshot` job alerts on the alarm topic when a component keeps failing."""
+        self.topic.grant_publish(fn)  # with the topic key's data-key actions (GenerateDataKey*, Decrypt)
+        fn.add_environment(HEALTH_ALERT_TOPIC_ENV, self.topic.topic_arn)
+
     def _alarm(
         self,
         name: str,
@@ -166,6 +186,7 @@ class Monitoring(Construct):
         description: str,
         *,
         evaluation_periods: int = 2,
+        comparison: cw.ComparisonOperator = cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
     ) -> cw.Alarm:
         alarm = cw.Alarm(
             self,
@@ -174,7 +195,7 @@ class Monitoring(Construct):
             alarm_description=description,
             metric=metric,
             threshold=threshold,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            comparison_operator=comparison,
             evaluation_periods=evaluation_periods,
             datapoints_to_alarm=evaluation_periods,
             treat_missing_data=cw.TreatMissingData.NOT_BREACHING,

@@ -18,8 +18,14 @@ STREAM_EVENT = Path(__file__).resolve().parents[2] / "events" / "dynamodb" / "st
 
 
 def _mapping(synth: Synth) -> dict[str, Any]:
-    (mapping,) = synth.resources("AWS::Lambda::EventSourceMapping").values()
-    return dict(mapping["Properties"])
+    """The archiver's mapping (the job worker has SQS mappings of its own: tests/infra/test_jobs.py)."""
+    archiver = ref(synth.logical_id(synth.stack.functions.functions["audit_archive"]))
+    (mapping,) = [
+        m["Properties"]
+        for m in synth.resources("AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] == archiver
+    ]
+    return dict(mapping)
 
 
 def _matches(pattern: dict[str, Any], record: dict[str, Any]) -> bool:
@@ -112,31 +118,69 @@ def test_the_audit_api_may_verify_digests(synth: Synth) -> None:
     assert kms["kms:GetPublicKey"] == {key}
 
 
-def test_no_role_may_sign_yet(synth: Synth) -> None:
-    """Signing is the audit.digest job's, in the jobs worker that does not exist yet."""
+def _job_workers() -> set[str]:
+    """Functions that consume job queues: they run the built-in `audit.digest` job."""
+    return {f.name for f in declaration.FUNCTIONS if f.consumes}
+
+
+def test_only_the_job_worker_may_sign(synth: Synth) -> None:
+    """Signing is the audit.digest job's, which runs in the job worker; no other role gets kms:Sign."""
+    assert _job_workers() == {"worker"}
     key = synth.logical_id(synth.stack.audit.signing_key)
+    signers: set[str] = set()
     for owner, statement in all_statements(synth):
         if statement["Effect"] != "Allow":
             continue
-        resources = as_list(statement["Resource"])
-        if any(r == "*" or key in json.dumps(r) for r in resources):
-            signs = [a for a in as_list(statement["Action"]) if fnmatchcase("kms:sign", a.lower())]
-            assert not signs, f"{owner} may {signs} with the signing key"
+        on_key = any(r == "*" or key in json.dumps(r) for r in as_list(statement["Resource"]))
+        if on_key and any(fnmatchcase("kms:sign", a.lower()) for a in as_list(statement["Action"])):
+            signers.add(owner)
+    roles = {
+        json.dumps(role, sort_keys=True)
+        for owner in signers
+        for role in synth.props(owner).get("Roles", [{"Ref": owner}])
+    }
+    expected = {
+        json.dumps(
+            {
+                "Ref": synth.props(synth.logical_id(synth.stack.functions.functions[name]))["Role"][
+                    "Fn::GetAtt"
+                ][0]
+            },
+            sort_keys=True,
+        )
+        for name in _job_workers()
+    }
+    assert roles == expected
+    assert allowed(role_statements(synth, "worker"), "kms:")["kms:Sign"] == {
+        arn(synth, synth.stack.audit.signing_key)
+    }
+
+
+def test_the_worker_gets_the_digest_writer_grant(synth: Synth) -> None:
+    bucket = json.loads(arn(synth, synth.stack.data.buckets["audit"]))
+    digests = json.dumps({"Fn::Join": ["", [bucket, "/digests/*"]]}, sort_keys=True)
+    assert digests in allowed(role_statements(synth, "worker"), "s3:")["s3:PutObjectRetention"]
+    assert all(
+        digests not in allowed(role_statements(synth, f.name), "s3:").get("s3:PutObjectRetention", set())
+        for f in declaration.FUNCTIONS
+        if f.name not in _job_workers()
+    )
 
 
 def test_the_signing_key_id_reaches_only_the_functions_that_use_the_key(synth: Synth) -> None:
     key = get_att(synth.logical_id(synth.stack.audit.signing_key))
+    users = {"audit"} | _job_workers()
     for spec in declaration.FUNCTIONS:
         fn = synth.props(synth.logical_id(synth.stack.functions.functions[spec.name]))
         env = fn["Environment"]["Variables"]
-        if spec.name == "audit":
-            assert env[SIGNING_KEY_ENV] == key
+        if spec.name in users:
+            assert env[SIGNING_KEY_ENV] == key, spec.name
         else:
             assert SIGNING_KEY_ENV not in env, spec.name
 
 
 def test_the_digest_writer_seam_grants_signing_and_digest_retention() -> None:
-    """What the jobs worker will get: built in a stack of its own, as nothing in the app signs yet."""
+    """Exactly what the digest writer gets, in a stack of its own: the app's worker has other kms and s3 grants."""
     import aws_cdk as cdk
     from aws_cdk import aws_lambda as lambda_
     from aws_cdk import aws_s3 as s3

@@ -1,10 +1,11 @@
-"""Queues with their DLQs, the event bus, and the schedule code path (no schedule is declared yet)."""
+"""Queues with their DLQs, the event bus, and the recurring schedules."""
 
 from __future__ import annotations
 
 import json
 
 from underlay import declaration
+from underlay.jobs import schedules
 
 from tests.infra.conftest import Synth, get_att
 
@@ -56,7 +57,9 @@ def test_declared_schedules_become_scheduler_schedules(synth: Synth) -> None:
         assert props["Name"] == f"{synth.config.stage}-underlay-{spec.name}"
         assert props["ScheduleExpression"] == f"cron({spec.cron})"
         assert props["Target"]["Arn"] == target
-        assert json.loads(props["Target"]["Input"])["type"] == spec.job_type
+        # The same message the local stack's cron sends (declared once, in the layer).
+        assert json.loads(props["Target"]["Input"]) == schedules.message(spec)
+        assert schedules.message(spec)["type"] == spec.job_type
 
 
 def test_a_schedule_enqueues_its_job_on_cron_in_its_time_zone() -> None:
@@ -89,5 +92,6 @@ def test_a_schedule_enqueues_its_job_on_cron_in_its_time_zone() -> None:
     assert props["Target"]["Arn"] == get_att(target_queue)
     assert props["Target"]["RoleArn"] == get_att(role)
     job = json.loads(props["Target"]["Input"])
+    assert job == schedules.message(schedule)
     assert job["type"] == "health.snapshot" and job["payload"] == {"components": ["redis"]}
     assert job["schedule"] == "health-snapshot"

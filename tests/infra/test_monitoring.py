@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from underlay import declaration
 
-from tests.infra.conftest import Synth, ref
+from infra.constructs.monitoring import HEALTH_ALERT_TOPIC_ENV
+from tests.infra.conftest import Synth, allowed, get_att, ref, role_statements
 
 
 def _alarms(synth: Synth) -> list[dict[str, Any]]:
@@ -22,21 +24,46 @@ def test_every_alarm_notifies_the_topic(synth: Synth) -> None:
         assert alarm["AlarmActions"] == [_topic(synth)], alarm["AlarmName"]
 
 
-def test_any_message_in_any_dlq_alarms(synth: Synth) -> None:
-    dimensions = []
+def _queue_alarms(synth: Synth, queues: list[Any]) -> dict[str, dict[str, Any]]:
+    """The alarm on each queue's ApproximateNumberOfMessagesVisible, by queue logical ID (one each)."""
+    found: dict[str, dict[str, Any]] = {}
+    ids = {synth.logical_id(q) for q in queues}
     for alarm in _alarms(synth):
-        if alarm.get("MetricName") == "ApproximateNumberOfMessagesVisible":
-            assert alarm["Namespace"] == "AWS/SQS"
-            assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
-            dimensions.append(alarm["Dimensions"])
-    expected = [
-        [{"Name": "QueueName", "Value": {"Fn::GetAtt": [synth.logical_id(dlq), "QueueName"]}}]
-        for dlq in [*synth.stack.messaging.dlqs.values(), *synth.stack.data.stream_dlqs.values()]
-    ]
-    assert sorted(map(str, dimensions)) == sorted(map(str, expected))
+        if alarm.get("MetricName") != "ApproximateNumberOfMessagesVisible":
+            continue
+        (dimension,) = alarm["Dimensions"]
+        assert dimension["Name"] == "QueueName" and alarm["Namespace"] == "AWS/SQS"
+        queue = dimension["Value"]["Fn::GetAtt"][0]
+        if queue in ids:
+            assert queue not in found, f"two depth alarms on {queue}"
+            found[queue] = alarm
+    return found
+
+
+def test_any_message_in_any_dlq_alarms(synth: Synth) -> None:
+    dlqs = [*synth.stack.messaging.dlqs.values(), *synth.stack.data.stream_dlqs.values()]
+    alarms = _queue_alarms(synth, dlqs)
+    assert set(alarms) == {synth.logical_id(q) for q in dlqs}
+    for alarm in alarms.values():
+        assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
+        assert alarm["EvaluationPeriods"] == 1
     stream_consumers = [f.name for f in declaration.FUNCTIONS if f.table_stream]
     assert sorted(synth.stack.data.stream_dlqs) == sorted(stream_consumers)
-    assert len(expected) == len(declaration.QUEUES) + len(stream_consumers)
+    assert len(dlqs) == len(declaration.QUEUES) + len(stream_consumers)
+
+
+def test_a_job_queue_backlog_of_the_stage_threshold_alarms(synth: Synth) -> None:
+    """SPEC: a queue depth >= 1000 fires an alarm, for every job queue."""
+    assert synth.config.alarms.queue_depth == 1000
+    queues = list(synth.stack.messaging.queues.values())
+    assert len(queues) == len(declaration.QUEUES)
+    alarms = _queue_alarms(synth, queues)
+    assert set(alarms) == {synth.logical_id(q) for q in queues}
+    for alarm in alarms.values():
+        assert alarm["Threshold"] == synth.config.alarms.queue_depth
+        assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        assert alarm["Statistic"] == "Maximum" and alarm["Period"] == 60
+        assert alarm["EvaluationPeriods"] == 1
 
 
 def test_api_5xx_rate_and_p95_latency_alarm_at_the_stage_thresholds(synth: Synth) -> None:
@@ -86,3 +113,22 @@ def test_the_dashboard_shows_api_functions_and_queues(synth: Synth) -> None:
         "ApproximateNumberOfMessagesVisible",
     ):
         assert f'\\"{metric}\\"' in body or f'"{metric}"' in body, metric
+
+
+def test_the_job_worker_may_alert_on_the_alarm_topic(synth: Synth) -> None:
+    """`health.snapshot` runs in the job worker and alerts on the topic after a streak of failures."""
+    monitoring = synth.stack.monitoring
+    topic, key = ref(synth.logical_id(monitoring.topic)), synth.logical_id(monitoring.key)
+    workers = {f.name for f in declaration.FUNCTIONS if f.consumes}
+    assert workers == {"worker"}
+    for spec in declaration.FUNCTIONS:
+        statements = role_statements(synth, spec.name)
+        env = synth.props(synth.logical_id(synth.stack.functions.functions[spec.name]))["Environment"]
+        if spec.name in workers:
+            assert allowed(statements, "sns:") == {"sns:Publish": {json.dumps(topic)}}
+            kms = allowed(statements, "kms:")
+            assert json.dumps(get_att(key)) in kms["kms:GenerateDataKey*"]
+            assert env["Variables"][HEALTH_ALERT_TOPIC_ENV] == topic
+        else:
+            assert not allowed(statements, "sns:"), spec.name
+            assert HEALTH_ALERT_TOPIC_ENV not in env["Variables"], spec.name

@@ -21,7 +21,7 @@ BAD = {
     "log_retention_days": 13,
     "removal_policy": "keep",
     "audit_retention_days": 0,
-    "alarms": {"email": "not-an-email"},
+    "alarms": {"email": "not-an-email", "queue_depth": 0},
     "tracin": True,
 }
 BAD_FIELDS = (
@@ -36,6 +36,7 @@ BAD_FIELDS = (
     "removal_policy",
     "audit_retention_days",
     "alarms.email",
+    "alarms.queue_depth",
     "tracin",
 )
 
