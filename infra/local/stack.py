@@ -208,7 +208,9 @@ class AwsService:
         # moto's backends live in the process, not the server: start from nothing if a stack ran here before.
         import urllib.request
 
-        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=10).close()
+        urllib.request.urlopen(
+            urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=10
+        ).close()
         self._create_resources()
 
     def _client(self, service: str) -> Any:
@@ -293,6 +295,18 @@ def create_declared_resources(client: Callable[[str], Any], prefix: str) -> dict
     bus = f"{prefix}-{declaration.EVENT_BUS}"
     events.create_event_bus(Name=bus)
     names["UNDERLAY_EVENT_BUS"] = bus
+    from underlay.subscriptions import SUBSCRIPTIONS
+
+    for subscription in SUBSCRIPTIONS:  # rule -> queue, as CDK deploys it; moto delivers matching events
+        url = names[declaration.env_name("queue", subscription.queue_name)]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_rule(
+            Name=subscription.queue_name, EventBusName=bus, EventPattern=json.dumps(subscription.pattern)
+        )
+        events.put_targets(
+            Rule=subscription.queue_name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": arn}]
+        )
+
     signing = kms.create_key(
         KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256", Description=f"{prefix}: audit digest signing"
     )

@@ -2,7 +2,8 @@
 
 - `JobWorkers` polls the job queues in priority order (high, then normal, then low: under a backlog high jobs
   finish first), hands each batch to the real `worker` handler as an SQS event, and deletes the messages it did
-  not report as failed (partial batch responses), as Lambda does.
+  not report as failed (partial batch responses), as Lambda does. `Subscribers` does the same for the event-bus
+  subscription queues, which moto's rules fill from the bus.
 - `Scheduler` fires every declared schedule by its cron in its time zone (croniter), putting the same message on
   the normal queue that EventBridge Scheduler would; and it delivers one-time schedules (jobs more than 15 minutes
   ahead) created in moto when they are due.
@@ -90,13 +91,16 @@ class _Loop:
         raise NotImplementedError
 
 
-class JobWorkers(_Loop):
-    name = "job-workers"
+class QueueConsumer(_Loop):
+    """Lambda's SQS poller for one function: the queues in order, one batch at a time, partial batch responses."""
+
+    function = ""
+    queues: tuple[str, ...] = ()
 
     def tick(self) -> bool:
         assert self.stack is not None
         sqs = _client(self.stack, "sqs")
-        for queue in PRIORITY_ORDER:
+        for queue in self.queues:
             url = _url(self.stack, queue)
             messages = sqs.receive_message(
                 QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"], MessageAttributeNames=["All"]
@@ -106,7 +110,7 @@ class JobWorkers(_Loop):
             arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
                 "QueueArn"
             ]
-            result = self.stack.runner.invoke("worker", sqs_event(messages, arn))
+            result = self.stack.runner.invoke(self.function, sqs_event(messages, arn))
             failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
             done = [m for m in messages if m["MessageId"] not in failed]
             if done:
@@ -114,8 +118,19 @@ class JobWorkers(_Loop):
                     QueueUrl=url,
                     Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
                 )
-            return True  # start again from the high queue
+            return True  # start again from the first queue (for jobs: the high-priority one)
         return False
+
+
+class JobWorkers(QueueConsumer):
+    name, function, queues = "job-workers", "worker", PRIORITY_ORDER
+
+
+class Subscribers(QueueConsumer):
+    """Event-bus subscriptions: moto's rules put matching events on the `sub-<name>` queues."""
+
+    name, function = "subscribers", "subscriber"
+    queues = declaration.function("subscriber").consumes
 
 
 class Scheduler(_Loop):
@@ -175,4 +190,4 @@ def _queue_url_by_name(stack: LocalStack, physical: str) -> str:
 
 
 def default_sources() -> list[Any]:
-    return [JobWorkers(), Scheduler()]
+    return [JobWorkers(), Subscribers(), Scheduler()]

@@ -8,7 +8,7 @@ from typing import Any
 import boto3
 import pytest
 from pydantic import BaseModel
-from underlay import context, jobs
+from underlay import context, declaration, jobs
 from underlay.audit.query import Filters, list_entries
 from underlay.job_types import JobContext, job_type
 from underlay.subscriptions import SUBSCRIPTIONS, Subscription, dispatch
@@ -100,10 +100,8 @@ def test_a_failed_job_reaches_the_audit_log_through_bus_queue_and_subscriber(env
     from functions.subscriber.app import handler
 
     (sub,) = (s for s in SUBSCRIPTIONS if s.name == "audit-on-job-failure")
-    url, arn, _ = subscription_queue(sub)
-    bus = boto3.client("events", region_name="us-east-1")
-    bus.put_rule(Name=sub.name, EventBusName=env["UNDERLAY_EVENT_BUS"], EventPattern=json.dumps(sub.pattern))
-    bus.put_targets(Rule=sub.name, EventBusName=env["UNDERLAY_EVENT_BUS"], Targets=[{"Id": "q", "Arn": arn}])
+    url = env[declaration.env_name("queue", sub.queue_name)]  # the declared queue; the fixture wired its rule
+    arn = sqs().get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
     job_id = jobs.enqueue("test.subscriptions_poison", {})
     jobs.enqueue("cache.warm", {"warmers": []})  # succeeds: BackgroundJobExecuted must not reach the queue

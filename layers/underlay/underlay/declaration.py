@@ -16,6 +16,8 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Literal, NamedTuple
 
+from underlay.subscriptions import SUBSCRIPTIONS
+
 # `append`: write new audit entries only (read the chain head, put an entry and the head in one transaction).
 Access = Literal["read", "write", "read_write", "describe", "put_only", "append"]
 
@@ -59,7 +61,7 @@ class Route(NamedTuple):
 class Grant(NamedTuple):
     """What a function may do with a declared resource. `kind` is table, bucket, queue or bus."""
 
-    kind: Literal["table", "bucket", "queue", "bus", "scheduler"]
+    kind: Literal["table", "bucket", "queue", "bus", "scheduler", "email"]
     name: str  # a declared resource name, or "*" for every resource of that kind
     access: Access
 
@@ -73,6 +75,7 @@ class Function(NamedTuple):
     grants: tuple[Grant, ...] = ()
     table_stream: str | None = None  # consumes this declared table's DynamoDB stream (TTL removals)
     consumes: tuple[str, ...] = ()  # declared queues whose messages invoke it (SQS event sources)
+    topic: str | None = None  # a declared SNS topic whose notifications invoke it
 
     @property
     def handler(self) -> str:
@@ -134,6 +137,8 @@ class Schedule(NamedTuple):
 
 
 # --- functions ----------------------------------------------------------------------------------
+
+SUBSCRIBER_TIMEOUT_S = 60
 
 FUNCTIONS: tuple[Function, ...] = (
     Function(
@@ -247,8 +252,25 @@ FUNCTIONS: tuple[Function, ...] = (
             Grant("table", "flags", "read_write"),  # flags.stale_scan
             Grant("table", "*", "describe"),  # health.snapshot runs every health check
             Grant("bucket", "*", "describe"),
+            Grant("email", "*", "write"),  # email.send: SES SendEmail from the configured identity
             Grant("bus", "*", "write"),
         ),
+    ),
+    Function(
+        name="subscriber",
+        description="Runs event-bus subscriptions from their sub-<name> queues (partial batch responses).",
+        memory_mb=256,
+        timeout_s=SUBSCRIBER_TIMEOUT_S,
+        consumes=tuple(s.queue_name for s in SUBSCRIPTIONS),
+        grants=(Grant("table", "audit", "append"), Grant("bus", "*", "write")),  # audit-on-job-failure
+    ),
+    Function(
+        name="email_events",
+        description="Suppresses e-mail addresses from SES bounce and complaint notifications (SNS).",
+        memory_mb=256,
+        timeout_s=30,
+        topic="email-events",
+        grants=(Grant("table", "jobs", "write"),),  # PutItem of SUPPRESS# items
     ),
     # --- end of jobs ---
     # --- admin (issue 8: admin, metrics, storage) ---
@@ -416,7 +438,21 @@ QUEUES: tuple[Queue, ...] = (
     Queue("jobs-high", max_concurrency=10, description="High-priority jobs"),
     Queue("jobs-normal", max_concurrency=5, description="Normal-priority jobs"),
     Queue("jobs-low", max_concurrency=2, description="Low-priority jobs"),
+    # One queue per event-bus subscription (underlay.subscriptions): a rule on the bus fills it.
+    *(
+        Queue(
+            s.queue_name,
+            max_receive_count=s.max_receive_count,  # here the real retry cap: a failing event then goes to the DLQ
+            worker_timeout_s=SUBSCRIBER_TIMEOUT_S,
+            max_concurrency=2,
+            description=f"Subscription {s.name}: {s.description}",
+        )
+        for s in SUBSCRIPTIONS
+    ),
 )
+
+# SNS topics. `email-events`: SES bounce and complaint notifications (a configuration set's event destination).
+TOPICS: tuple[str, ...] = ("email-events",)
 
 EVENT_BUS = "underlay"
 
