@@ -1,8 +1,10 @@
 """The feature flag evaluation engine: flags compiled once into closures, evaluated in microseconds.
 
-`Snapshot.compile(flags, segments, version)` turns validated `Flag` models into one closure per flag; every
-condition becomes a closure with its operand prepared (regexes compiled, versions and date-times parsed, `in`
-lists turned into sets), so the hot path does no parsing, no regex compile, no pydantic and no I/O.
+`Snapshot.compile(flags, segments, version)` turns validated `Flag` models into one closure per flag, with every
+operand prepared (regexes compiled, versions and date-times parsed, `in` lists turned into sets, served results
+built), so the hot path does no parsing, no regex compile, no pydantic and no I/O. A flag's rules become one
+generated function (`_compile_rules`): each common condition is an inline expression, the others call their
+closure (`_compile_condition`). A Python call per condition was half the cost of a 10-rule evaluation.
 `Snapshot.evaluate(key, context)` never raises, whatever the context: a surprise becomes reason `ERROR`.
 
 Semantics beyond the model's docstring (the choices a caller may need to know):
@@ -17,9 +19,9 @@ Semantics beyond the model's docstring (the choices a caller may need to know):
   `after` is `>=` (windows are half-open, so adjacent windows don't overlap); the attribute is an ISO 8601 string
   or a `datetime`, a naive one is taken as UTC.
 - Targets match a string attribute, or an integer one by its decimal form.
-- Bucketing: `bucket(key, salt, str(value))` = BLAKE2b-64 of `<key>.<salt>.<value>` modulo `BUCKETS`, the same on
-  every process. A percentage P serves `true` to buckets `< round(P * 1000)` (so raising P keeps everyone in) and
-  `default` to the rest; both sides have reason `SPLIT`. A weighted split gives each variant, sorted by name, a
+- Bucketing: `bucket(key, salt, str(value))` is the first 8 bytes of BLAKE2s-256 of `<key>.<salt>.<value>` (UTF-8)
+  as a big-endian integer, modulo `BUCKETS`; the same in every process. A percentage P serves `true` to buckets `< round(P * 1000)`
+  (so raising P keeps everyone in) and `default` to the rest; both sides have reason `SPLIT`. A weighted split gives each variant, sorted by name, a
   contiguous range of the bucket space proportional to its weight. A context without the `bucket_by` attribute is
   in no rollout: it gets `default` with reason `DEFAULT` (and the rule's index, for a rule's split).
 - `variant` names what was served. When the flag's `default` or `off` value is served, it is the first variant
@@ -36,11 +38,12 @@ from __future__ import annotations
 
 import operator
 import re
+import struct
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from hashlib import blake2b
+from hashlib import blake2s
 from typing import Any, NamedTuple
 
 from underlay.flags.model import BUCKETS, Condition, Flag, Rollout, Segment, parse_semver
@@ -73,13 +76,12 @@ Matcher = Callable[[Context], bool]
 Runner = Callable[[Context], Evaluation]
 _Getter = Callable[[Context, Any], Any]
 _NUMBERS = frozenset({int, float})
-_SCALARS = (str, int, float)
+_U64 = struct.Struct(">Q").unpack_from  # the digest's first 8 bytes, big-endian
 
 
 def bucket(flag_key: str, salt: str, value: str) -> int:
     """The bucket (0..BUCKETS-1) of `value` for a flag: a stable hash, never the per-process `hash()`."""
-    digest = blake2b(f"{flag_key}.{salt}.{value}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % BUCKETS
+    return _U64(blake2s(f"{flag_key}.{salt}.{value}".encode("utf-8", "surrogatepass")).digest())[0] % BUCKETS
 
 
 def find_cycle(flags: Mapping[str, Sequence[str]]) -> list[str] | None:
@@ -129,7 +131,7 @@ class Snapshot:
             if flag.key in by_key:
                 raise ValueError(f"flag {flag.key!r} is given twice")
             by_key[flag.key] = flag
-        compiled_segments = {s.key: tuple(_compile_condition(c) for c in s.conditions) for s in segments}
+        segment_conditions = {s.key: list(s.conditions) for s in segments}
         cycles = _cycles({k: [p.key for p in f.prerequisites] for k, f in by_key.items()})
         runners: dict[str, Runner] = {}
 
@@ -143,7 +145,7 @@ class Snapshot:
                 return None
 
         for key, flag in by_key.items():
-            runners[key] = _compile_flag(flag, compiled_segments, prerequisite_variant, cycles.get(key))
+            runners[key] = _compile_flag(flag, segment_conditions, prerequisite_variant, cycles.get(key))
         live = sorted(k for k, f in by_key.items() if not f.archived)
         return cls(runners, {k: f.default for k, f in by_key.items()}, live, version)
 
@@ -296,60 +298,86 @@ def _timestamp(value: Any) -> float | None:
 _COMPARE = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
 
 
-def _compile_condition(condition: Condition) -> Matcher:  # noqa: PLR0915 - one closure per operator
+def _compile_equality(get: _Getter, key: Any, value: Any, *, negate: bool) -> Matcher:
+    """`eq`/`neq`, one closure per operand type: booleans are not numbers, and an absent attribute is None."""
+    if value is None:
+        equals: Callable[[Any], bool] = lambda a: False  # noqa: E731
+    elif value.__class__ is bool:
+        if not negate:
+            return lambda ctx: get(ctx, key) is value
+        equals = lambda a: a is value  # noqa: E731
+    elif value.__class__ in _NUMBERS:
+        if not negate:
+
+            def eq_number(ctx: Context) -> bool:
+                a = get(ctx, key)
+                return (a.__class__ is int or a.__class__ is float) and a == value
+
+            return eq_number
+        equals = lambda a: (a.__class__ is int or a.__class__ is float) and a == value  # noqa: E731
+    else:  # a string: str.__eq__ is False for anything else
+        if not negate:
+            return lambda ctx: get(ctx, key) == value
+
+        def neq_str(ctx: Context) -> bool:
+            a = get(ctx, key)
+            return a is not None and a != value
+
+        return neq_str
+    if not negate:
+        return lambda ctx: equals(get(ctx, key))
+
+    def neq(ctx: Context) -> bool:
+        a = get(ctx, key)
+        return a is not None and not equals(a)
+
+    return neq
+
+
+def _compile_membership(get: _Getter, key: Any, values: list[Any], *, negate: bool) -> Matcher:
+    """`in`/`not_in` over scalars: a set lookup; booleans are kept apart so `1` is not in `[true]`."""
+    bools = frozenset(v for v in values if v.__class__ is bool)
+    others = frozenset(v for v in values if v.__class__ in (str, int, float))
+    if not negate:
+        if not bools:
+
+            def in_scalars(ctx: Context) -> bool:
+                a = get(ctx, key)
+                try:
+                    return a in others and a.__class__ is not bool
+                except TypeError:  # unhashable: a list or a mapping is no scalar
+                    return False
+
+            return in_scalars
+
+        def in_(ctx: Context) -> bool:
+            a = get(ctx, key)
+            cls = a.__class__
+            if cls is str or cls is int or cls is float:
+                return a in others
+            return cls is bool and a in bools
+
+        return in_
+
+    def not_in(ctx: Context) -> bool:
+        a = get(ctx, key)
+        cls = a.__class__
+        if cls is str or cls is int or cls is float:
+            return a not in others
+        return cls is bool and a not in bools
+
+    return not_in
+
+
+def _compile_condition(condition: Condition) -> Matcher:
     get, key = _getter(condition.attribute)
     op, value = condition.operator, condition.value
 
     if op in ("eq", "neq"):
-        if value is None:
-            equals: Callable[[Any], bool] = lambda a: False  # noqa: E731 - an absent attribute is None
-        elif value.__class__ is bool:
-            equals = lambda a: a is value  # noqa: E731
-        elif value.__class__ in _NUMBERS:
-            equals = lambda a: (a.__class__ is int or a.__class__ is float) and a == value  # noqa: E731
-        else:
-            if op == "eq" and value.__class__ is str:
-
-                def eq_str(ctx: Context) -> bool:
-                    return get(ctx, key) == value  # the hot case: a str never equals a non-str
-
-                return eq_str
-            equals = lambda a: a.__class__ is value.__class__ and a == value  # noqa: E731
-        if op == "eq":
-
-            def eq(ctx: Context) -> bool:
-                return equals(get(ctx, key))
-
-            return eq
-
-        def neq(ctx: Context) -> bool:
-            a = get(ctx, key)
-            return a is not None and not equals(a)
-
-        return neq
+        return _compile_equality(get, key, value, negate=op == "neq")
 
     if op in ("in", "not_in"):
-        bools = frozenset(v for v in value if v.__class__ is bool)
-        others = frozenset(v for v in value if v.__class__ in (str, int, float))
-        if op == "in":
-
-            def in_(ctx: Context) -> bool:
-                a = get(ctx, key)
-                cls = a.__class__
-                if cls is str or cls is int or cls is float:
-                    return a in others
-                return cls is bool and a in bools
-
-            return in_
-
-        def not_in(ctx: Context) -> bool:
-            a = get(ctx, key)
-            cls = a.__class__
-            if cls is str or cls is int or cls is float:
-                return a not in others
-            return cls is bool and a not in bools
-
-        return not_in
+        return _compile_membership(get, key, value, negate=op == "not_in")
 
     if op == "contains":
 
@@ -433,7 +461,9 @@ def _variant_of(flag: Flag, value: Any) -> str | None:
 def _compile_rollout(flag: Flag, rollout: Rollout, rule_index: int | None) -> Runner:
     key, default = flag.key, flag.default
     get, attribute = _getter(rollout.bucket_by)
-    prefix = f"{key}.{flag.salt}."
+    prefixed = blake2s(
+        f"{key}.{flag.salt}.".encode("utf-8", "surrogatepass")
+    ).copy  # `bucket`, prefix hashed once
     unbucketed = Evaluation(key, default, _variant_of(flag, default), DEFAULT, rule_index)
 
     if rollout.percentage is not None:
@@ -445,8 +475,9 @@ def _compile_rollout(flag: Flag, rollout: Rollout, rule_index: int | None) -> Ru
             a = get(ctx, attribute)
             if a is None:
                 return unbucketed
-            digest = blake2b((prefix + str(a)).encode("utf-8", "surrogatepass"), digest_size=8).digest()
-            return inside if int.from_bytes(digest, "big") % BUCKETS < threshold else outside
+            hasher = prefixed()
+            hasher.update((a if a.__class__ is str else str(a)).encode("utf-8", "surrogatepass"))
+            return inside if _U64(hasher.digest())[0] % BUCKETS < threshold else outside
 
         return percentage
 
@@ -462,8 +493,9 @@ def _compile_rollout(flag: Flag, rollout: Rollout, rule_index: int | None) -> Ru
         a = get(ctx, attribute)
         if a is None:
             return unbucketed
-        digest = blake2b((prefix + str(a)).encode("utf-8", "surrogatepass"), digest_size=8).digest()
-        return served[bisect_right(ends, int.from_bytes(digest, "big") % BUCKETS)]
+        hasher = prefixed()
+        hasher.update((a if a.__class__ is str else str(a)).encode("utf-8", "surrogatepass"))
+        return served[bisect_right(ends, _U64(hasher.digest())[0] % BUCKETS)]
 
     return split
 
@@ -474,7 +506,7 @@ def _constant(evaluation: Evaluation) -> Runner:
 
 def _compile_flag(
     flag: Flag,
-    segments: Mapping[str, tuple[Matcher, ...]],
+    segments: Mapping[str, list[Condition]],
     prerequisite_variant: Callable[[str, Context], str | None],
     cycle: list[str] | None,
 ) -> Runner:
@@ -500,26 +532,27 @@ def _compile_flag(
     else:  # the model allows this for boolean flags only
         included = Evaluation(key, True, _variant_of(flag, True), TARGET_MATCH)
 
-    rules: list[tuple[tuple[Matcher, ...], Runner]] = []
+    rules: list[tuple[list[Condition], Evaluation | Runner]] = []
     for index, rule in enumerate(flag.rules):
-        conditions = tuple(_compile_condition(c) for c in rule.conditions)
+        conditions = list(rule.conditions)
         if rule.segment is not None:
             if rule.segment not in segments:
                 continue  # an unknown segment never matches
-            conditions = segments[rule.segment] + conditions
+            conditions = [*segments[rule.segment], *conditions]
         serve = rule.serve
         if serve.rollout is not None:
-            outcome = _compile_rollout(flag, serve.rollout, index)
+            rules.append((conditions, _compile_rollout(flag, serve.rollout, index)))
         else:
             variant = serve.variant or ""
-            outcome = _constant(Evaluation(key, flag.variants[variant], variant, RULE_MATCH, index))
-        rules.append((conditions, outcome))
-    compiled_rules = tuple(rules)
+            rules.append((conditions, Evaluation(key, flag.variants[variant], variant, RULE_MATCH, index)))
     fallback = (
         _compile_rollout(flag, flag.rollout, None)
         if flag.rollout is not None
         else _constant(Evaluation(key, default, default_variant, DEFAULT))
     )
+    chain = _compile_rules(rules, fallback) if rules else fallback
+    if not prerequisites and not has_targets:
+        return chain
 
     def run(ctx: Context) -> Evaluation:
         if prerequisites:
@@ -536,12 +569,72 @@ def _compile_flag(
                 return excluded
             if target in include:
                 return included
-        for conditions, outcome in compiled_rules:
-            for condition in conditions:
-                if not condition(ctx):
-                    break
-            else:
-                return outcome(ctx)
-        return fallback(ctx)
+        return chain(ctx)
 
     return run
+
+
+# Inlined operators: a template over `a` (the attribute, assigned once) and `v` (the operand, a namespace name).
+_INLINE = {
+    "starts_with": "(a := {a}).__class__ is str and a.startswith({v})",
+    "ends_with": "(a := {a}).__class__ is str and a.endswith({v})",
+    "contains": "((a := {a}).__class__ is str or a.__class__ is list or a.__class__ is tuple) and {v} in a",
+    "regex": "(a := {a}).__class__ is str and {v}(a) is not None",
+    "gt": "((a := {a}).__class__ is int or a.__class__ is float) and a > {v}",
+    "gte": "((a := {a}).__class__ is int or a.__class__ is float) and a >= {v}",
+    "lt": "((a := {a}).__class__ is int or a.__class__ is float) and a < {v}",
+    "lte": "((a := {a}).__class__ is int or a.__class__ is float) and a <= {v}",
+    "eq_number": "((a := {a}).__class__ is int or a.__class__ is float) and a == {v}",
+}
+_GENERATED_BUILTINS = {"str": str, "int": int, "float": float, "list": list, "tuple": tuple}
+
+
+def _inline(condition: Condition, name: str, namespace: dict[str, Any]) -> str:
+    """One condition as a Python expression over `ctx`; what it compares with is bound in `namespace` as `name`.
+
+    Only the templates above and generated names reach the source: attribute names, values and patterns are
+    namespace entries, never text. Operators without a template call their closure (`_compile_condition`).
+    """
+    path, op, value = condition.attribute, condition.operator, condition.value
+    if "." in path:
+        namespace[f"k{name}"] = (path, tuple(path.split(".")))
+        fetch = f"walk(ctx, k{name})"
+    else:
+        namespace[f"k{name}"] = path
+        fetch = f"get(k{name})"
+    operand = f"v{name}"
+    if op == "eq" and value is not None and value.__class__ in (str, bool):
+        namespace[operand] = value
+        return f"{fetch} {'is' if value.__class__ is bool else '=='} {operand}"
+    if op == "eq" and value.__class__ in _NUMBERS:
+        namespace[operand] = value
+        return _INLINE["eq_number"].format(a=fetch, v=operand)
+    if op == "in" and not any(v.__class__ is bool for v in value):
+        namespace[operand] = frozenset(v for v in value if v.__class__ in _NUMBERS or v.__class__ is str)
+        namespace["scalar"] = frozenset({str, int, float})
+        return f"(a := {fetch}).__class__ in scalar and a in {operand}"
+    if op in _INLINE:
+        namespace[operand] = re.compile(value).search if op == "regex" else value
+        return _INLINE[op].format(a=fetch, v=operand)
+    namespace[operand] = _compile_condition(condition)
+    return f"{operand}(ctx)"
+
+
+def _compile_rules(rules: list[tuple[list[Condition], Evaluation | Runner]], fallback: Runner) -> Runner:
+    """The rules, first match wins, as one generated function: no call per condition, no loop."""
+    namespace: dict[str, Any] = {
+        "__builtins__": _GENERATED_BUILTINS,
+        "walk": _get_dotted,
+        "fallback": fallback,
+    }
+    lines = ["def rules(ctx):", "    get = ctx.get"]
+    for r, (conditions, outcome) in enumerate(rules):
+        tests = " and ".join(f"({_inline(c, f'{r}_{i}', namespace)})" for i, c in enumerate(conditions))
+        namespace[f"o{r}"] = outcome
+        lines += [
+            f"    if {tests}:",
+            f"        return o{r}" + ("" if isinstance(outcome, Evaluation) else "(ctx)"),
+        ]
+    lines.append("    return fallback(ctx)")
+    exec(compile("\n".join(lines), "<underlay.flags rules>", "exec"), namespace)  # noqa: S102 - source is ours
+    return namespace["rules"]  # type: ignore[no-any-return]
