@@ -16,7 +16,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 FlagType = Literal["boolean", "string", "number", "json"]
 Kind = Literal["temporary", "permanent"]
@@ -50,7 +50,7 @@ BUCKETS = 100_000  # bucket space: 0..99999, so a percentage has three decimals
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 Attribute = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")]
-_SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
+_SEMVER = re.compile(r"^v?([0-9]+)\.([0-9]+)\.([0-9]+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
 # Nested quantifiers ((a+)+, (a*)*, (a|a)+ ...) are what make a regex backtrack catastrophically.
 _NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)\s*[+*{?]")
 
@@ -63,8 +63,9 @@ def parse_semver(text: str) -> tuple[int, int, int, tuple[tuple[int, int | str],
     major, minor, patch, pre = match.groups()
     if pre is None:
         return int(major), int(minor), int(patch), ((1, 0),)
-    parts = tuple((0, int(p)) if p.isdigit() else (0, p) for p in pre.split("."))
-    return int(major), int(minor), int(patch), ((0, 0), *parts)  # type: ignore[return-value]
+    # SemVer 11.4.3: numeric identifiers sort before alphanumeric ones (and the two never compare directly).
+    parts = tuple((0, int(p)) if p.isdigit() else (1, p) for p in pre.split("."))
+    return int(major), int(minor), int(patch), ((0, 0), *parts)
 
 
 class _Model(BaseModel):
@@ -198,11 +199,6 @@ class FlagSpec(_Model):
     targets: Targets = Field(default_factory=Targets)
     rollout: Rollout | None = None
     prerequisites: list[Prerequisite] = Field(default_factory=list, max_length=20)
-
-    @field_validator("variants", mode="after")
-    @classmethod
-    def _no_empty_json(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> FlagSpec:

@@ -1,0 +1,78 @@
+"""A write through the API reaches another process's evaluations within the refresh interval (moto server, so
+two processes share one DynamoDB; the session's real Redis carries the stamp)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import REPO
+
+CHILD = """
+import json, time
+from underlay import flags
+client = flags.client()
+assert client.evaluate("propagate", {"sub": "u1"}).value is False
+print("ready", flush=True)
+while client.evaluate("propagate", {"sub": "u1"}).value is not True:
+    time.sleep(0.02)
+print(json.dumps({"seen_at": time.time()}), flush=True)
+"""
+
+
+@pytest.fixture
+def moto_env(clean_env: pytest.MonkeyPatch, redis_url: str) -> Iterator[dict[str, str]]:
+    from infra.local.stack import AwsService, _reset_process_caches
+
+    aws = AwsService()
+    aws.start()
+    env = {
+        **aws.names,
+        "AWS_ENDPOINT_URL": aws.endpoint,
+        "UNDERLAY_REDIS__URL": redis_url,
+        "UNDERLAY_FLAGS__REFRESH_SECONDS": "0.5",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    _reset_process_caches()
+    try:
+        yield env
+    finally:
+        aws.stop()
+        _reset_process_caches()
+
+
+def test_a_toggle_reaches_another_process_within_the_refresh_interval(moto_env: dict[str, str]) -> None:
+    from underlay.flags import service
+    from underlay.flags.model import FlagSpec
+
+    service.create(
+        FlagSpec(key="propagate", type="boolean", enabled=False, default=False, rollout={"percentage": 100}),
+        "test",
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'layers' / 'underlay'}"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"  # the child holds a snapshot with the flag off
+        written = time.time()
+        service.toggle("propagate", True, None, "test")
+        line = child.stdout.readline()
+        child.wait(timeout=15)
+    finally:
+        child.kill()
+    lag = json.loads(line)["seen_at"] - written
+    print(f"propagation: {lag * 1000:.0f} ms (refresh interval 500 ms)")
+    assert 0 <= lag < 0.5 + 2.0  # the interval, plus a reload on a loaded machine
