@@ -291,3 +291,43 @@ def flags_benchmarks() -> Figures:
     }
     print(f"  {figures}", file=sys.stderr)
     return figures
+
+
+@benchmark("flags_client", targets=(Target("aws_calls.flag_warm_eval", "<=", 0),))
+def flags_client_benchmarks() -> Figures:
+    """`aws_calls.flag_warm_eval`: AWS calls per evaluation through the process's refreshing client once it holds
+    a snapshot (moto server; the stamp check is in Redis, and not due within the run)."""
+    import os
+
+    from infra.local.stack import RedisProcess
+    from tests.perf.fixtures import moto_stack
+
+    with RedisProcess() as url, moto_stack():
+        os.environ["UNDERLAY_REDIS__URL"] = url
+        os.environ["UNDERLAY_FLAGS__REFRESH_SECONDS"] = "60"
+        try:
+            from underlay import flags
+            from underlay.aws import count_aws_calls
+            from underlay.flags import service
+
+            from infra.local.stack import _reset_process_caches
+
+            _reset_process_caches()
+            service.create(_rules_10_flag_spec(), "bench")
+            client = flags.client()
+            client.evaluate("rules-10", {"sub": "u0"})  # cold: loads the snapshot
+            with count_aws_calls() as calls:
+                for n in range(1000):
+                    client.evaluate("rules-10", {"sub": f"u{n}", "country": "XX"})
+                per_eval = calls.total / 1000
+        finally:
+            os.environ.pop("UNDERLAY_REDIS__URL", None)
+            os.environ.pop("UNDERLAY_FLAGS__REFRESH_SECONDS", None)
+        return {"aws_calls.flag_warm_eval": per_eval}
+
+
+def _rules_10_flag_spec() -> Any:
+    from underlay.flags.model import FlagSpec
+
+    flag = _rules_10_flag()
+    return FlagSpec.model_validate(flag.model_dump(include=set(FlagSpec.model_fields)) | {"key": "rules-10"})
