@@ -253,3 +253,34 @@ def test_enqueue_over_http_and_watch_it_succeed(stack: Stack) -> None:
         time.sleep(0.2)
     assert job.get("status") == "succeeded", job
     assert [h["status"] for h in job["history"]] == ["pending", "running", "succeeded"]
+
+
+def test_create_a_flag_and_evaluate_it_over_http(stack: Stack) -> None:
+    admin = stack.token(sub="pm-e2e", scopes=["flags:read", "flags:write"])
+    flag = {
+        "key": "e2e-banner",
+        "type": "boolean",
+        "enabled": True,
+        "default": False,
+        "rules": [
+            {
+                "conditions": [{"attribute": "tier", "operator": "eq", "value": "premium"}],
+                "serve": {"variant": "true"},
+            }
+        ],
+    }
+    status, _, body = stack.request(
+        "POST",
+        "/v1/feature-flags",
+        token=admin,
+        body=json.dumps(flag).encode(),
+        content_type="application/json",
+    )
+    assert status == 201, body
+    reader = stack.token(sub="reader-e2e", scopes=["flags:evaluate"], tier="premium")
+    status, _, body = stack.request(
+        "POST", "/v1/feature-flags/evaluate", token=reader, body=b"{}", content_type="application/json"
+    )
+    assert status == 200, body
+    by_key = {f["key"]: f for f in json.loads(body)["flags"]}
+    assert by_key["e2e-banner"]["value"] is True and by_key["e2e-banner"]["reason"] == "RULE_MATCH"
