@@ -110,8 +110,8 @@ def test_a_burst_admits_exactly_the_limit_then_denies() -> None:
     denied = decisions[5]
     assert denied.remaining == 0 and denied.limit == 5 and denied.period_seconds == 2
     # 5 per 2 s: one unit comes back every 0.4 s, the whole quota 2 s after the burst.
-    assert 0.3 < denied.retry_after_seconds <= 0.4
-    assert 1.8 < denied.reset_seconds <= 2.0
+    assert 0.2 < denied.retry_after_seconds <= 0.4  # (less any time the burst itself took on a busy machine)
+    assert 1.6 < denied.reset_seconds <= 2.0
     assert burst(1, "bob") == [True]  # another subject has its own quota
 
 
