@@ -39,7 +39,7 @@ get_settings()
 from underlay.observability import get_logger
 get_logger()
 """
-        for name in ("health", "cache", "admin", "audit")  # the HTTP API functions: handler, settings, logger
+        for name in ("health", "cache", "admin", "audit", "flags", "jobs")  # the HTTP API functions
     },
     "reference": """
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
