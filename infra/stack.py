@@ -16,8 +16,9 @@ from infra.constructs.api import Api
 from infra.constructs.audit import Audit
 from infra.constructs.cache import Cache
 from infra.constructs.data import Data
+from infra.constructs.email import Email
 from infra.constructs.functions import Functions
-from infra.constructs.messaging import Messaging
+from infra.constructs.messaging import Messaging, is_job_worker
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.network import Network
 from infra.stage_config import LOG_RETENTION_DAYS, StageConfig
@@ -106,6 +107,15 @@ class UnderlayStack(Stack):
         )
         self.messaging = Messaging(self, "Messaging", stage=config.stage, removal_policy=removal)
         self.audit = Audit(self, "Audit", stage=config.stage, removal_policy=removal)
+        self.email = Email(
+            self,
+            "Email",
+            stage=config.stage,
+            topic=self.messaging.topics["email-events"],
+            topic_key=self.messaging.topic_key,
+            from_address=config.email.from_address,
+            from_name=config.email.from_name,
+        )
         self.functions = Functions(
             self,
             "Functions",
@@ -136,6 +146,8 @@ class UnderlayStack(Stack):
                 self.data.add_stream_consumer(fn, spec.table_stream, function_name=spec.name)
             for queue in spec.consumes:
                 self.messaging.add_consumer(fn, queue, timeout_s=spec.timeout_s)
+            if spec.topic:
+                self.messaging.add_topic_subscriber(fn, spec.topic, function_name=spec.name)
         self._grant_signing_key()
 
         self.api = Api(
@@ -161,6 +173,7 @@ class UnderlayStack(Stack):
             dlqs={
                 **self.messaging.dlqs,
                 **{f"{name}-stream": dlq for name, dlq in self.data.stream_dlqs.items()},
+                **{f"{name}-topic": dlq for name, dlq in self.messaging.topic_dlqs.items()},
             },
             queue_depth=config.alarms.queue_depth,
             api_5xx_rate_percent=config.alarms.api_5xx_rate_percent,
@@ -170,7 +183,9 @@ class UnderlayStack(Stack):
         )
 
         for spec in declaration.FUNCTIONS:
-            if spec.consumes:  # a job worker runs health.snapshot, which alerts after a streak of failures
+            if is_job_worker(
+                spec
+            ):  # a job worker runs health.snapshot, which alerts after a streak of failures
                 self.monitoring.grant_health_alerts(self.functions.functions[spec.name])
 
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the HTTP API")
@@ -210,20 +225,23 @@ class UnderlayStack(Stack):
             elif grant.kind == "bus":  # there is one, whatever the name says
                 self.messaging.grant_bus(fn, grant.access)
                 fn.add_environment("UNDERLAY_EVENT_BUS", self.messaging.bus.event_bus_name)
+            elif grant.kind == "email":  # SES, from the stage's from-address, through the configuration set
+                self.email.grant_send(fn, grant.access)
             else:
                 raise ValueError(f"function {spec.name!r}: no grant of kind {grant.kind!r}")
 
     def _grant_signing_key(self) -> None:
         """Digest signatures: whoever serves the verify route checks them, and the job workers sign them.
 
-        A job worker is a function that consumes a job queue: any of them may run the built-in `audit.digest`
-        job (hourly from its schedule, or enqueued at any priority), so each gets the digest writer's grants.
+        A job worker is a function that consumes a job queue (not a subscription's queue): any of them may run
+        the built-in `audit.digest` job (hourly from its schedule, or enqueued at any priority), so each gets the
+        digest writer's grants.
         """
         verify = declaration.route("GET /v1/audit-logs/verify")
         if verify is not None:
             self.audit.grant_verify(self.functions.functions[verify.function])
         for spec in declaration.FUNCTIONS:
-            if spec.consumes:
+            if is_job_worker(spec):
                 self.audit.grant_digest_writer(
                     self.functions.functions[spec.name], self.data.buckets["audit"]
                 )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from underlay.email.addresses import EmailAddress
 from underlay.settings import Stage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,6 +99,19 @@ class AlarmsConfig(_Strict):
     queue_depth: int = Field(default=1000, gt=0)
 
 
+class EmailConfig(_Strict):
+    """`email.send` through SES. Without a from-address the stage sends no e-mail: the worker gets no SES
+    permission and the job fails with a clear configuration error (dev needs no verified identity)."""
+
+    # A verified SES identity: this address, or its domain. Validated as the layer validates it.
+    from_address: EmailAddress | None = None
+    from_name: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[^\r\n]+$")
+
+    @property
+    def domain(self) -> str | None:
+        return self.from_address.rpartition("@")[2] if self.from_address else None
+
+
 class StageConfig(_Strict):
     stage: Stage
     account: str | None = Field(default=None, pattern=r"^\d{12}$")
@@ -107,6 +121,7 @@ class StageConfig(_Strict):
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     redis: RedisConfig
     alarms: AlarmsConfig = Field(default_factory=AlarmsConfig)
+    email: EmailConfig = Field(default_factory=EmailConfig)
     log_retention_days: int
     removal_policy: Literal["retain", "destroy"]
     tracing: bool = False

@@ -1,5 +1,7 @@
-"""Jobs and events: the job queues with their dead-letter queues and consumers, the event bus, the recurring
-schedules, and the schedule group the jobs API puts one-time schedules in (jobs more than 15 minutes ahead)."""
+"""Jobs and events: the job queues with their dead-letter queues and consumers, the event bus with one rule per
+event-bus subscription (each filling its `sub-<name>` queue), the declared SNS topics and their subscribers, the
+recurring schedules, and the schedule group the jobs API puts one-time schedules in (jobs more than 15 minutes
+ahead)."""
 
 from __future__ import annotations
 
@@ -8,13 +10,18 @@ from collections.abc import Sequence
 
 from aws_cdk import Aws, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 from underlay import declaration
+from underlay import subscriptions as bus_subscriptions
 from underlay.jobs import schedules as job_schedules
 
 from infra.constructs import acknowledge
@@ -31,13 +38,40 @@ CONSUMER_BATCHING_WINDOW = Duration.seconds(1)
 JOB_SCHEDULE_ACTIONS = ("scheduler:CreateSchedule", "scheduler:DeleteSchedule", "scheduler:GetSchedule")
 JOB_SCHEDULER_GROUP_ENV = "UNDERLAY_JOBS__SCHEDULER_GROUP"
 JOB_SCHEDULER_ROLE_ENV = "UNDERLAY_JOBS__SCHEDULER_ROLE_ARN"
+# SNS invokes a subscribed function asynchronously: Lambda retries a failing invocation this many times, then
+# the notification goes to the consumer's on-failure queue (as does one SNS could not deliver at all).
+TOPIC_CONSUMER_RETRY_ATTEMPTS = 2
+TOPIC_CONSUMER_MAX_EVENT_AGE = Duration.hours(6)
+
+
+def subscription_queue_names() -> frozenset[str]:
+    """The `sub-<name>` queues event-bus subscriptions fill (the rest of `declaration.QUEUES` carry jobs)."""
+    return frozenset(s.queue_name for s in bus_subscriptions.SUBSCRIPTIONS)
+
+
+def job_queue_names() -> tuple[str, ...]:
+    """The declared queues that carry background jobs, in declaration order."""
+    subs = subscription_queue_names()
+    return tuple(q.name for q in declaration.QUEUES if q.name not in subs)
+
+
+def is_job_worker(spec: declaration.Function) -> bool:
+    """A function that consumes a job queue: it may run any job type (`audit.digest`, `health.snapshot`)."""
+    return bool(set(spec.consumes) & set(job_queue_names()))
 
 
 class Messaging(Construct):
     """One SQS queue per declared queue (with its DLQ), the custom event bus, and one schedule per declared one.
 
-    Queues use SQS-managed encryption: encrypted at rest with no key policy for EventBridge Scheduler or
-    consumers to get right, and no KMS request charges per message.
+    Queues use SQS-managed encryption: encrypted at rest with no key policy for EventBridge Scheduler,
+    EventBridge rules, SNS or consumers to get right, and no KMS request charges per message.
+
+    Each event-bus subscription (`underlay.subscriptions`) is a rule on the bus with the subscription's pattern,
+    verbatim, whose target is its `sub-<name>` queue; an event the rule cannot deliver goes to that queue's DLQ.
+
+    Declared SNS topics are encrypted with a key of their own (`topic_key`): the AWS-managed SNS key cannot
+    be shared with a publishing service such as SES, whose access to this key is granted where that publisher
+    is wired (`infra/constructs/email.py`).
 
     One-time schedules are created at run time by the jobs API in a group of their own (`job_schedule_group`),
     and EventBridge Scheduler delivers them with `job_scheduler_role`, which only schedules in that group can
@@ -79,6 +113,29 @@ class Messaging(Construct):
             )
 
         self.bus = events.EventBus(self, "Bus", event_bus_name=f"{stage}-{declaration.EVENT_BUS}")
+        self.subscription_rules: dict[str, events.Rule] = {}
+        self._subscriptions(stage)
+
+        self.topic_key = kms.Key(
+            self,
+            "TopicKey",
+            alias=f"alias/underlay-{stage}-topics",
+            description=f"Underlay {stage}: declared SNS topics ({', '.join(declaration.TOPICS)})",
+            enable_key_rotation=True,
+            removal_policy=removal_policy,
+        )
+        self.topics: dict[str, sns.Topic] = {
+            name: sns.Topic(
+                self,
+                f"Topic-{name}",
+                topic_name=f"{stage}-underlay-{name}",
+                master_key=self.topic_key,
+                enforce_ssl=True,  # a Deny on publishing and subscribing without TLS
+            )
+            for name in declaration.TOPICS
+        }
+        self.topic_dlqs: dict[str, sqs.Queue] = {}  # consuming function -> its on-failure queue
+        self._stage, self._removal_policy = stage, removal_policy
         self.job_schedule_group_name = f"{stage}-underlay-jobs"
         self.job_schedule_group, self.job_scheduler_role = self._one_time_schedules(stage, removal_policy)
 
@@ -142,9 +199,71 @@ class Messaging(Construct):
                 },
             ),
         )
-        for queue in self.queues.values():  # a job's priority picks its queue
-            queue.grant_send_messages(role)
+        for name in job_queue_names():  # a job's priority picks its queue; never a subscription's queue
+            self.queues[name].grant_send_messages(role)
         return group, role
+
+    def _subscriptions(self, stage: str) -> None:
+        """One rule per subscription: its pattern as declared (so `detail-type`, `$or` and every operator reach
+        EventBridge untouched), its queue as the target, and the queue's DLQ for events it cannot deliver.
+
+        The SqsQueue target adds the queue policy letting events.amazonaws.com send, for this rule's ARN only
+        (on the DLQ too); SQS-managed encryption needs no key policy for it."""
+        # Bad names, handlers or patterns fail the synth, not the first event (passed explicitly: check's
+        # default is bound when the module is imported).
+        bus_subscriptions.check(bus_subscriptions.SUBSCRIPTIONS)
+        for sub in bus_subscriptions.SUBSCRIPTIONS:
+            queue, dlq = self.queues[sub.queue_name], self.dlqs[sub.queue_name]
+            rule = events.Rule(
+                self,
+                f"Subscription-{sub.name}",
+                event_bus=self.bus,
+                description=f"Underlay {stage} subscription {sub.name}: {sub.description}"[:512],
+                # A stand-in for the L2's validation (a rule needs a pattern); replaced by the declared one below.
+                event_pattern=events.EventPattern(account=[Aws.ACCOUNT_ID]),
+                targets=[targets.SqsQueue(queue, dead_letter_queue=dlq)],
+            )
+            cfn_rule = rule.node.default_child
+            if not isinstance(cfn_rule, events.CfnRule):
+                raise TypeError(f"{rule.node.path} has no AWS::Events::Rule of its own")
+            # Replaced, not merged: a property override deep-merges into the stand-in and would keep its keys.
+            cfn_rule.event_pattern = json.loads(json.dumps(sub.pattern))
+            self.subscription_rules[sub.name] = rule
+
+    # --- topic subscribers, called by the stack for each function that declares `topic` ---------------------
+
+    def add_topic_subscriber(self, fn: lambda_.Function, topic: str, *, function_name: str) -> sqs.Queue:
+        """Notifications on `topic` invoke `fn` (declared as `function_name`). A notification that SNS cannot
+        deliver, or whose invocation still fails after Lambda's retries, lands in a queue of its own (alarmed
+        like every DLQ), with the notification itself."""
+        if topic not in self.topics:
+            raise ValueError(f"{function_name} subscribes to undeclared topic {topic!r}")
+        dlq = sqs.Queue(
+            self,
+            f"TopicDlq-{function_name}",
+            queue_name=f"{self._stage}-underlay-{function_name}-topic-dlq",
+            retention_period=Duration.days(14),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            removal_policy=self._removal_policy,
+        )
+        acknowledge(
+            dlq,
+            "AwsSolutions-SQS3",
+            f"This queue is itself the on-failure queue of {function_name}'s subscription to the {topic} topic: "
+            "it keeps the notifications that could not be delivered or processed, to replay once the cause "
+            "is fixed.",
+        )
+        # SNS's own redrive (notifications it could not deliver): a queue policy for this topic's ARN only.
+        fn.add_event_source(event_sources.SnsEventSource(self.topics[topic], dead_letter_queue=dlq))
+        # Invocations that keep failing in the function (the role gets sqs:SendMessage on this queue only).
+        fn.configure_async_invoke(
+            on_failure=destinations.SqsDestination(dlq),
+            retry_attempts=TOPIC_CONSUMER_RETRY_ATTEMPTS,
+            max_event_age=TOPIC_CONSUMER_MAX_EVENT_AGE,
+        )
+        self.topic_dlqs[function_name] = dlq
+        return dlq
 
     # --- consumers, called by the stack for each queue a declared function `consumes` ----------------------
 

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 from underlay import declaration
 
-from infra.constructs.data import APPEND_ENTRIES, APPEND_ONLY_TABLES, ITEM_MUTATIONS, table_write_actions
+from infra.constructs.data import (
+    APPEND_ENTRIES,
+    APPEND_ONLY_TABLES,
+    ITEM_MUTATIONS,
+    WRITE_ITEMS,
+    table_write_actions,
+)
 from tests.infra.conftest import Synth, all_statements, allowed, arn, as_list, index_arns, role_statements
 
 WILDCARD_ACTIONS = {"*", "dynamodb:*", "s3:*", "sqs:*", "kms:*", "iam:*", "events:*", "secretsmanager:*"}
@@ -157,3 +163,23 @@ def test_append_only_tables_only_ever_get_put(access: declaration.Access) -> Non
         assert not actions & ITEM_MUTATIONS
     assert "dynamodb:UpdateItem" in table_write_actions("flags", "write")
     assert table_write_actions("flags", "append") == APPEND_ENTRIES
+
+
+@pytest.mark.parametrize("function", ["flags", "worker"])
+def test_flag_users_query_the_flags_table_and_its_indexes_and_write_its_items(
+    synth: Synth, function: str
+) -> None:
+    """The flags API and the stale scan list flags and segments by kind (the `by_kind` index), never a Scan of
+    another table; writes go to the table's items only."""
+    assert declaration.Grant("table", "flags", "read_write") in declaration.function(function).grants
+    assert "by_kind" in {i.name for t in declaration.TABLES if t.name == "flags" for i in t.indexes}
+    flags = synth.stack.data.tables["flags"]
+    index = synth.props(synth.logical_id(flags))["GlobalSecondaryIndexes"]
+    assert {i["IndexName"] for i in index} == {"by_kind"}
+    dynamodb = allowed(role_statements(synth, function), "dynamodb:")
+    table, indexes = arn(synth, flags), index_arns(synth, flags)
+    assert {table, indexes} <= dynamodb["dynamodb:Query"]
+    for action in WRITE_ITEMS:
+        assert table in dynamodb[action], action
+    for action in ITEM_MUTATIONS & set(WRITE_ITEMS) | {"dynamodb:PutItem"}:
+        assert indexes not in dynamodb[action], f"{action} on the flags indexes"

@@ -15,6 +15,7 @@ from infra.constructs.messaging import (
     JOB_SCHEDULER_GROUP_ENV,
     JOB_SCHEDULER_ROLE_ENV,
     VISIBILITY_PER_TIMEOUT,
+    job_queue_names,
 )
 from tests.infra.conftest import Synth, all_statements, allowed, arn, as_list, get_att, ref, role_statements
 
@@ -41,15 +42,25 @@ def _env(synth: Synth, function: str) -> dict[str, Any]:
     return dict(fn["Environment"]["Variables"])
 
 
+def _job_queues() -> set[str]:
+    """Every declared queue but the event-bus subscriptions' `sub-<name>` queues."""
+    return {q.name for q in declaration.QUEUES if not q.name.startswith("sub-")}
+
+
+def _mappings_of(synth: Synth, function: str) -> dict[str, dict[str, Any]]:
+    fn = ref(synth.logical_id(synth.stack.functions.functions[function]))
+    return {q: m for q, m in _sqs_mappings(synth).items() if m["FunctionName"] == fn}
+
+
 def test_the_worker_consumes_every_job_queue_with_partial_batch_responses(synth: Synth) -> None:
     worker = declaration.function("worker")
-    assert set(worker.consumes) == {q.name for q in declaration.QUEUES}
+    assert set(worker.consumes) == _job_queues() == {"jobs-high", "jobs-normal", "jobs-low"}
+    assert job_queue_names() == ("jobs-high", "jobs-normal", "jobs-low")
     queues = synth.stack.messaging.queues
-    mappings = _sqs_mappings(synth)
+    mappings = _mappings_of(synth, "worker")
     assert set(mappings) == {synth.logical_id(queues[name]) for name in worker.consumes}
     for name in worker.consumes:
         mapping = mappings[synth.logical_id(queues[name])]
-        assert mapping["FunctionName"] == ref(synth.logical_id(synth.stack.functions.functions["worker"]))
         assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"], name
         assert mapping["BatchSize"] == CONSUMER_BATCH_SIZE == 10, name
         assert 0 < mapping["MaximumBatchingWindowInSeconds"] <= 5, name
@@ -184,7 +195,8 @@ def test_the_job_scheduler_role_is_for_the_group_and_sends_to_the_job_queues_onl
         for s in policy["Properties"]["PolicyDocument"]["Statement"]
     ]
     sqs = allowed(statements, "sqs:")
-    assert sqs.pop("sqs:SendMessage") == {arn(synth, q) for q in messaging.queues.values()}
+    # A job's priority picks its queue; a subscription's queue is filled by its rule, never by a job.
+    assert sqs.pop("sqs:SendMessage") == {arn(synth, messaging.queues[name]) for name in _job_queues()}
     assert set(sqs) <= {"sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
     actions = {a for s in statements for a in as_list(s["Action"])}
     assert {a.split(":")[0] for a in actions} == {"sqs"}

@@ -12,10 +12,9 @@ from tests.infra.conftest import Synth, get_att
 
 def test_one_queue_per_declaration_with_a_dlq_and_six_times_the_worker_timeout(synth: Synth) -> None:
     messaging = synth.stack.messaging
-    stream_dlqs = (
-        synth.stack.data.stream_dlqs
-    )  # on-failure queues of stream consumers (tests/infra/test_audit.py)
-    assert len(synth.resources("AWS::SQS::Queue")) == 2 * len(declaration.QUEUES) + len(stream_dlqs)
+    # On-failure queues of stream consumers (tests/infra/test_audit.py) and topic subscribers (test_email.py).
+    failures = [*synth.stack.data.stream_dlqs.values(), *messaging.topic_dlqs.values()]
+    assert len(synth.resources("AWS::SQS::Queue")) == 2 * len(declaration.QUEUES) + len(failures)
     for spec in declaration.QUEUES:
         queue = synth.props(synth.logical_id(messaging.queues[spec.name]))
         dlq_id = synth.logical_id(messaging.dlqs[spec.name])

@@ -41,19 +41,29 @@ def _queue_alarms(synth: Synth, queues: list[Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_any_message_in_any_dlq_alarms(synth: Synth) -> None:
-    dlqs = [*synth.stack.messaging.dlqs.values(), *synth.stack.data.stream_dlqs.values()]
+    messaging = synth.stack.messaging
+    dlqs = [
+        *messaging.dlqs.values(),
+        *synth.stack.data.stream_dlqs.values(),
+        *messaging.topic_dlqs.values(),
+    ]
     alarms = _queue_alarms(synth, dlqs)
     assert set(alarms) == {synth.logical_id(q) for q in dlqs}
     for alarm in alarms.values():
         assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
         assert alarm["EvaluationPeriods"] == 1
     stream_consumers = [f.name for f in declaration.FUNCTIONS if f.table_stream]
+    topic_consumers = [f.name for f in declaration.FUNCTIONS if f.topic]
     assert sorted(synth.stack.data.stream_dlqs) == sorted(stream_consumers)
-    assert len(dlqs) == len(declaration.QUEUES) + len(stream_consumers)
+    assert sorted(messaging.topic_dlqs) == sorted(topic_consumers) == ["email_events"]
+    assert len(dlqs) == len(declaration.QUEUES) + len(stream_consumers) + len(topic_consumers)
+    # The subscriptions' DLQs are among them (events their handler kept failing, or the rule could not deliver).
+    assert any(q.name.startswith("sub-") for q in declaration.QUEUES)
 
 
 def test_a_job_queue_backlog_of_the_stage_threshold_alarms(synth: Synth) -> None:
-    """SPEC: a queue depth >= 1000 fires an alarm, for every job queue."""
+    """SPEC: a queue depth >= 1000 fires an alarm, for every job queue; the subscriptions' queues too (a backlog
+    there means the subscriber is not keeping up either)."""
     assert synth.config.alarms.queue_depth == 1000
     queues = list(synth.stack.messaging.queues.values())
     assert len(queues) == len(declaration.QUEUES)
@@ -119,8 +129,9 @@ def test_the_job_worker_may_alert_on_the_alarm_topic(synth: Synth) -> None:
     """`health.snapshot` runs in the job worker and alerts on the topic after a streak of failures."""
     monitoring = synth.stack.monitoring
     topic, key = ref(synth.logical_id(monitoring.topic)), synth.logical_id(monitoring.key)
-    workers = {f.name for f in declaration.FUNCTIONS if f.consumes}
+    workers = {f.name for f in declaration.FUNCTIONS if any(not q.startswith("sub-") for q in f.consumes)}
     assert workers == {"worker"}
+    assert "subscriber" not in workers  # it consumes subscription queues only, and runs no job
     for spec in declaration.FUNCTIONS:
         statements = role_statements(synth, spec.name)
         env = synth.props(synth.logical_id(synth.stack.functions.functions[spec.name]))["Environment"]

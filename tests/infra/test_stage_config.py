@@ -22,6 +22,7 @@ BAD = {
     "removal_policy": "keep",
     "audit_retention_days": 0,
     "alarms": {"email": "not-an-email", "queue_depth": 0},
+    "email": {"from_address": "Underlay <no-reply@example.com>", "from_name": "two\nlines"},
     "tracin": True,
 }
 BAD_FIELDS = (
@@ -37,6 +38,8 @@ BAD_FIELDS = (
     "audit_retention_days",
     "alarms.email",
     "alarms.queue_depth",
+    "email.from_address",
+    "email.from_name",
     "tracin",
 )
 
