@@ -59,7 +59,8 @@ class Route(NamedTuple):
 
 
 class Grant(NamedTuple):
-    """What a function may do with a declared resource. `kind` is table, bucket, queue or bus."""
+    """What a function may do with a declared resource: a table, bucket, queue, the bus, the jobs' schedule group
+    (`scheduler`) or SES sending (`email`). `name` is a declared resource, or "*" for every one of that kind."""
 
     kind: Literal["table", "bucket", "queue", "bus", "scheduler", "email"]
     name: str  # a declared resource name, or "*" for every resource of that kind
@@ -139,6 +140,7 @@ class Schedule(NamedTuple):
 # --- functions ----------------------------------------------------------------------------------
 
 SUBSCRIBER_TIMEOUT_S = 60
+JOB_QUEUE_GRANTS = tuple(Grant("queue", f"jobs-{p}", "read_write") for p in ("high", "normal", "low"))
 
 FUNCTIONS: tuple[Function, ...] = (
     Function(
@@ -227,7 +229,7 @@ FUNCTIONS: tuple[Function, ...] = (
         needs_redis=True,  # the rate limiter
         grants=(
             Grant("table", "jobs", "read_write"),
-            Grant("queue", "*", "read_write"),  # send; peek and redrive the DLQs
+            *JOB_QUEUE_GRANTS,  # send; peek and redrive the DLQs
             Grant("scheduler", "*", "write"),  # one-time schedules for jobs more than 15 minutes ahead
             Grant("table", "audit", "append"),
             Grant("bus", "*", "write"),
@@ -242,7 +244,7 @@ FUNCTIONS: tuple[Function, ...] = (
         consumes=("jobs-high", "jobs-normal", "jobs-low"),
         grants=(
             Grant("table", "jobs", "read_write"),
-            Grant("queue", "*", "read_write"),  # visibility changes, DLQ sends
+            *JOB_QUEUE_GRANTS,  # visibility changes, DLQ sends
             Grant(
                 "table", "audit", "read_write"
             ),  # audit.digest and audit.export (append-only: put, never change)
