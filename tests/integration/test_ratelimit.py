@@ -139,7 +139,9 @@ def _hammer(url: str, prefix: str, start: Any, attempts: int, results: Any) -> N
     os.environ["UNDERLAY_REDIS__PREFIX"] = prefix
     # A day's quota: the one unit a refill adds every ~5 minutes can never land inside the run, however slow
     # a loaded machine makes it, so "exactly the limit" holds without timing.
-    cfg = RateLimitSettings(tiers={"free": RateTier(limit=300, period_seconds=86_400)}, deny_cache_max_seconds=0)
+    cfg = RateLimitSettings(
+        tiers={"free": RateTier(limit=300, period_seconds=86_400)}, deny_cache_max_seconds=0
+    )
     client = redis.Redis.from_url(url)
     client.ping()
     mine = RateLimiter(cfg, client=client)
