@@ -51,6 +51,41 @@ def http_event(
     return event
 
 
+def run_queue(
+    env: dict[str, str], queue: str = "jobs-normal", *, function: str = "worker", rounds: int = 10
+) -> list[dict[str, Any]]:
+    """Run a declared queue's messages through a function's handler as Lambda's SQS poller would (moto): deliver
+    batches, delete what the partial batch response does not report as failed; returns the batch responses."""
+    import importlib
+
+    import boto3
+    from underlay import declaration
+
+    from infra.local.workers import sqs_event
+
+    handler = importlib.import_module(f"functions.{function}.app").handler
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    url = env[declaration.env_name("queue", queue)]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    responses = []
+    for _ in range(rounds):
+        messages = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"], MessageAttributeNames=["All"]
+        ).get("Messages", [])
+        if not messages:
+            break
+        response = handler(sqs_event(messages, arn), None)
+        failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
+            sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+            )
+        responses.append(response)
+    return responses
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

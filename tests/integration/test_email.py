@@ -15,8 +15,7 @@ from underlay import declaration, jobs
 from underlay.email import suppression
 from underlay.errors import ValidationFailedError
 
-from infra.local.workers import sqs_event
-from tests.conftest import http_event
+from tests.conftest import http_event, run_queue
 
 FROM = "no-reply@underlay.example"
 WELCOME = {"name": "Ada", "product": "Underlay"}
@@ -39,29 +38,7 @@ def sent() -> list[Any]:
 
 
 def drain(env: dict[str, str], queue: str = "jobs-normal") -> list[dict[str, Any]]:
-    """Run the queue's messages through the worker handler as Lambda would; returns the batch responses."""
-    from functions.worker.app import handler
-
-    sqs = boto3.client("sqs", region_name="us-east-1")
-    url = env[declaration.env_name("queue", queue)]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    responses = []
-    for _ in range(5):
-        messages = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"], MessageAttributeNames=["All"]
-        ).get("Messages", [])
-        if not messages:
-            break
-        response = handler(sqs_event(messages, arn), None)
-        failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
-        done = [m for m in messages if m["MessageId"] not in failed]
-        if done:
-            sqs.delete_message_batch(
-                QueueUrl=url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
-            )
-        responses.append(response)
-    return responses
+    return run_queue(env, queue, rounds=5)
 
 
 def sns_event(*notifications: dict[str, Any] | str) -> dict[str, Any]:

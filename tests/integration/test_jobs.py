@@ -14,8 +14,7 @@ from underlay.aws import count_aws_calls
 from underlay.job_types import Backoff, JobContext, job_type
 from underlay.jobs import query, schedules
 
-from infra.local.workers import sqs_event
-from tests.conftest import http_event
+from tests.conftest import http_event, run_queue
 
 RUNS: dict[str, int] = {}
 
@@ -63,31 +62,7 @@ def url(env: dict[str, str], queue: str) -> str:
 
 
 def drain(env: dict[str, str], queue: str = "jobs-normal", *, rounds: int = 10) -> list[dict[str, Any]]:
-    """Receive and run messages as Lambda would; returns the batch responses."""
-    from functions.worker.app import handler
-
-    responses = []
-    client = sqs()
-    queue_url = url(env, queue)
-    arn = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    for _ in range(rounds):
-        messages = client.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"], MessageAttributeNames=["All"]
-        ).get("Messages", [])
-        if not messages:
-            break
-        response = handler(sqs_event(messages, arn), None)
-        failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
-        done = [m for m in messages if m["MessageId"] not in failed]
-        if done:
-            client.delete_message_batch(
-                QueueUrl=queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
-            )
-        responses.append(response)
-    return responses
+    return run_queue(env, queue, rounds=rounds)
 
 
 def test_enqueue_run_and_history(env: dict[str, str]) -> None:

@@ -14,6 +14,7 @@ from underlay.job_types import JobContext, job_type
 from underlay.subscriptions import SUBSCRIPTIONS, Subscription, dispatch
 
 from infra.local.workers import sqs_event
+from tests.conftest import run_queue
 
 SEEN: list[dict[str, Any]] = []
 
@@ -88,12 +89,7 @@ def eventbridge_event(detail: dict[str, Any], detail_type: str = "OrderPlaced") 
 
 
 def worker_drain(env: dict[str, str]) -> None:
-    from functions.worker.app import handler
-
-    url = env["UNDERLAY_QUEUES__JOBS_NORMAL"]
-    arn = sqs().get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    messages = sqs().receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"])["Messages"]
-    handler(sqs_event(messages, arn), None)
+    run_queue(env, "jobs-normal", rounds=1)
 
 
 def test_a_failed_job_reaches_the_audit_log_through_bus_queue_and_subscriber(env: dict[str, str]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from datetime import datetime
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -24,6 +25,13 @@ def ulid_for(ms: int, seed: str) -> str:
 def ulid_bound(ms: int, *, upper: bool) -> str:
     """The smallest (or largest) ULID of a millisecond: for `id BETWEEN` date ranges."""
     return _encode((ms << 80) | (((1 << 80) - 1) if upper else 0))
+
+
+def id_range(start: datetime | None, end: datetime | None) -> tuple[str, str]:
+    """The ULIDs bounding a date range (either end open): `id BETWEEN low AND high` on an index sorted by id."""
+    low = ulid_bound(int(start.timestamp() * 1000), upper=False) if start else "0"
+    high = ulid_bound(int(end.timestamp() * 1000), upper=True) if end else "Z" * 26
+    return low, high
 
 
 def _encode(value: int) -> str:

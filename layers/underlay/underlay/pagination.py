@@ -42,6 +42,14 @@ def _key() -> bytes:
     raise ConfigInvalidError("No cursor signing key is configured (http.cursor_secret_arn).")
 
 
+def scope_of(name: str, filters: Any) -> str:
+    """The scope a list's cursors are bound to: its name and every filter (a NamedTuple) with its value."""
+    parts = (
+        f"{k}={v.isoformat() if hasattr(v, 'isoformat') else v or ''}" for k, v in filters._asdict().items()
+    )
+    return f"{name}:" + "|".join(parts)
+
+
 def reset_key() -> None:
     _key.cache_clear()
 

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from underlay.audit.chain import CHAIN
 from underlay.errors import FieldError, NotFoundError, ValidationFailedError
-from underlay.ids import ulid_bound
+from underlay.ids import id_range
 from underlay.items import from_item
 
 
@@ -25,9 +25,9 @@ class Filters(NamedTuple):
 
     def scope(self) -> str:
         """What a cursor is bound to: this exact list."""
-        return "audit:" + "|".join(
-            f"{k}={v.isoformat() if isinstance(v, datetime) else v or ''}" for k, v in self._asdict().items()
-        )
+        from underlay.pagination import scope_of
+
+        return scope_of("audit", self)
 
     def check(self) -> None:
         if self.entity_id and not self.entity_type:
@@ -83,8 +83,7 @@ def list_entries(
     values: dict[str, Any] = {":p": {"S": value}}
     condition = "#p = :p"
     if filters.start or filters.end:
-        low = ulid_bound(int(filters.start.timestamp() * 1000), upper=False) if filters.start else "0"
-        high = ulid_bound(int(filters.end.timestamp() * 1000), upper=True) if filters.end else "Z" * 26
+        low, high = id_range(filters.start, filters.end)
         names["#id"] = "id"
         values[":lo"], values[":hi"] = {"S": low}, {"S": high}
         condition += " AND #id BETWEEN :lo AND :hi"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from underlay.errors import FieldError, ValidationFailedError
-from underlay.ids import ulid_bound
+from underlay.ids import id_range, ulid_bound
 from underlay.jobs import PRIORITIES, queue_name, store
 
 
@@ -20,9 +20,9 @@ class Filters(NamedTuple):
     end: datetime | None = None
 
     def scope(self) -> str:
-        return "jobs:" + "|".join(
-            f"{k}={v.isoformat() if isinstance(v, datetime) else v or ''}" for k, v in self._asdict().items()
-        )
+        from underlay.pagination import scope_of
+
+        return scope_of("jobs", self)
 
 
 def _ddb() -> Any:
@@ -52,12 +52,8 @@ def list_jobs(
     condition = "#p = :p"
     if filters.start or filters.end:
         names["#id"] = "id"
-        values[":lo"] = {
-            "S": ulid_bound(int(filters.start.timestamp() * 1000), upper=False) if filters.start else "0"
-        }
-        values[":hi"] = {
-            "S": ulid_bound(int(filters.end.timestamp() * 1000), upper=True) if filters.end else "Z" * 26
-        }
+        low, high = id_range(filters.start, filters.end)
+        values[":lo"], values[":hi"] = {"S": low}, {"S": high}
         condition += " AND #id BETWEEN :lo AND :hi"
     request: dict[str, Any] = {
         "TableName": store.table(),
