@@ -55,7 +55,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         return 2
     from infra.local.stack import LocalStack
 
-    with LocalStack(port=0, serve_http=False) as stack:
+    with LocalStack(port=0, serve_http=False, event_sources=[]) as stack:  # no workers: just this one call
         event = _with_token(event, stack)
         result = stack.runner.invoke(args.function, event)
     print(json.dumps(result, indent=2))
