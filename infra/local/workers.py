@@ -152,10 +152,8 @@ class Scheduler(_Loop):
                 self._next[schedule.name] = schedules.next_runs(schedule, now)[0]
                 continue
             if now >= due:
-                sqs.send_message(
-                    QueueUrl=_url(self.stack, "jobs-normal"),
-                    MessageBody=json.dumps(schedules.message(schedule)),
-                )
+                fired = {**schedules.message(schedule), "scheduled_time": due.astimezone(UTC).isoformat()}
+                sqs.send_message(QueueUrl=_url(self.stack, "jobs-normal"), MessageBody=json.dumps(fired))
                 self._next[schedule.name] = schedules.next_runs(schedule, now)[0]
         self._one_time(now)
         return False

@@ -308,3 +308,77 @@ def test_cancel_and_retry_are_audited(env: dict[str, str]) -> None:
 
     entries, _ = list_entries(Filters(entity_type="job", entity_id=job_id))
     assert [e["action"] for e in entries] == ["jobs.cancel"] and entries[0]["actor"] == "ops"
+
+
+def test_a_schedule_firing_delivered_twice_is_one_job(env: dict[str, str]) -> None:
+    schedule = declaration.Schedule(
+        "test-twice", "0 * * * ? *", "UTC", "test.echo", {"key": "twice"}, "allow"
+    )
+    fired = {**schedules.message(schedule), "scheduled_time": "2026-11-25T10:00:00Z"}
+    for _ in range(2):  # EventBridge Scheduler delivers at least once
+        sqs().send_message(QueueUrl=url(env, "jobs-normal"), MessageBody=json.dumps(fired))
+    drain(env)
+    assert RUNS["twice"] == 1
+    assert (
+        len(
+            [
+                j
+                for j in query.list_jobs(query.Filters(type="test.echo"))[0]
+                if j.get("schedule") == "test-twice"
+            ]
+        )
+        == 1
+    )
+
+
+def test_a_scheduled_message_for_an_unknown_job_goes_to_the_dlq(env: dict[str, str]) -> None:
+    bad = {"type": "no.such.job", "payload": {}, "schedule": "x", "source": "schedule"}
+    sqs().send_message(QueueUrl=url(env, "jobs-normal"), MessageBody=json.dumps(bad))
+    assert drain(env)[0]["batchItemFailures"] == []
+    letters = next(q for q in query.dead_letters() if q["queue"] == "jobs-normal")
+    assert letters["depth"] == 1 and "not a valid job" in letters["messages"][0]["error"]
+
+
+def test_a_taken_over_run_cannot_overwrite_the_new_run(env: dict[str, str]) -> None:
+    from underlay.jobs import store
+
+    job_id = jobs.enqueue("test.echo", {"key": "lease"})
+    first = store.start(job_id, lease_seconds=-1)  # its worker "dies": the lease is already over
+    assert first is not None
+    second = store.start(job_id, lease_seconds=300)  # a redelivery takes the job over
+    assert second is not None and store.view(second)["attempts"] == 2
+    # the first run finishes late: its write is refused, the second run's stands
+    late = store.transition(job_id, "succeeded", expect=("running",), owner_attempt=1)
+    assert late is None and jobs.get(job_id)["status"] == "running"
+
+
+def test_retry_clears_a_cancel_request_and_redrive_skips_a_job_that_runs_again(env: dict[str, str]) -> None:
+    from underlay.jobs import store
+
+    job_id = jobs.enqueue("test.once", {})
+    drain(env)  # fails for good: failed, and its message in the DLQ
+    store.set_fields(job_id, cancel_requested=True)  # a cancel that came too late
+    assert jobs.retry(job_id)["cancel_requested"] is False
+    store.start(job_id, lease_seconds=300)  # the retry is running now
+    assert query.redrive("normal") == {"redriven": 0, "jobs": []}  # its old dead letter is stale
+    assert jobs.get(job_id)["status"] == "running"
+
+
+def test_run_at_with_an_offset_is_scheduled_in_utc(
+    env: dict[str, str], clean_env: pytest.MonkeyPatch
+) -> None:
+    from datetime import timezone
+
+    clean_env.setenv("UNDERLAY_JOBS__SCHEDULER_ROLE_ARN", "arn:aws:iam::123456789012:role/scheduler")
+    from underlay.settings import reset_settings
+
+    reset_settings()
+    local = datetime(2030, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    job_id = jobs.enqueue("test.echo", {"key": "tz"}, run_at=local)
+    found = boto3.client("scheduler", region_name="us-east-1").get_schedule(Name=f"job-{job_id}")
+    assert found["ScheduleExpression"] == "at(2030-01-01T10:00:00)"
+    # the record outlives the wait: history is kept after the job is due, not after it was enqueued
+    item = boto3.client("dynamodb", region_name="us-east-1").get_item(
+        TableName=env["UNDERLAY_TABLES__JOBS"], Key={"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}}
+    )["Item"]
+    assert int(item["expires_at"]["N"]) > local.timestamp()

@@ -42,3 +42,17 @@ def test_default_backoff_doubles_from_one_second_to_a_sixteen_second_cap() -> No
     jittered = Backoff()
     assert jittered.delay_s(3, random=lambda: 0.5) == 2.0
     assert all(0 <= jittered.delay_s(4) <= 8 for _ in range(50))
+
+
+def test_every_built_in_job_fits_its_queues_and_worker() -> None:
+    """A job that may try more often than SQS redelivers would be moved to the DLQ while still pending; one that
+    may run longer than the worker would be cut off mid-run."""
+    from underlay import declaration, job_types
+
+    job_queues = [q for q in declaration.QUEUES if q.name.startswith("jobs-")]
+    worker = declaration.function("worker")
+    for spec in job_types.all_types().values():
+        if spec.name.startswith(("test.", "bench.")):
+            continue
+        assert spec.max_attempts < min(q.max_receive_count for q in job_queues), spec.name
+        assert spec.timeout_s < worker.timeout_s, spec.name

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -149,6 +150,13 @@ def enqueue(
     return job_id
 
 
+def idempotency_pk(job_type: str, key: str) -> str:
+    """An idempotency key belongs to the caller and the job type: another tenant's key never returns your job."""
+    from underlay import context
+
+    return f"IDEM#{context.current().sub}#{job_type}#{key}"
+
+
 def _put(item: dict[str, Any], idempotency_key: str | None) -> str | None:
     """Write the record (and claim the idempotency key with it). Returns the existing job's id on a repeat."""
     from botocore.exceptions import ClientError
@@ -159,38 +167,45 @@ def _put(item: dict[str, Any], idempotency_key: str | None) -> str | None:
     if idempotency_key is None:
         ddb.put_item(TableName=table, Item=item, ConditionExpression="attribute_not_exists(pk)")
         return None
+    item["idempotency_claim"] = {"S": idempotency_pk(item["type"]["S"], idempotency_key)}
     claim = {
-        "pk": {"S": f"IDEM#{idempotency_key}"},
+        "pk": item["idempotency_claim"],
         "sk": {"S": "IDEM"},
         "job_id": item["id"],
         "expires_at": item["expires_at"],
     }
-    try:
-        ddb.transact_write_items(
-            TransactItems=[
-                {
-                    "Put": {
-                        "TableName": table,
-                        "Item": item,
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                },
-                {
-                    "Put": {
-                        "TableName": table,
-                        "Item": claim,
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                    }
-                },
-            ]
-        )
-    except ClientError as error:
-        reasons = error.response.get("CancellationReasons") or []  # type: ignore[typeddict-item]
-        old: dict[str, Any] = dict(reasons[1].get("Item") or {}) if len(reasons) > 1 else {}
-        if "job_id" in old:
-            return str(old["job_id"]["S"])
-        raise
+    for attempt in range(3):
+        try:
+            ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": table,
+                            "Item": item,
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": table,
+                            "Item": claim,
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                        }
+                    },
+                ]
+            )
+            return None
+        except ClientError as error:
+            reasons = error.response.get("CancellationReasons") or []  # type: ignore[typeddict-item]
+            old: dict[str, Any] = dict(reasons[1].get("Item") or {}) if len(reasons) > 1 else {}
+            if "job_id" in old:
+                return str(old["job_id"]["S"])
+            if attempt == 2 or not any(r.get("Code") == "TransactionConflict" for r in reasons):
+                raise
+            time.sleep(
+                0.05 * (attempt + 1)
+            )  # a concurrent enqueue with this key: its claim is there next time
     return None
 
 
@@ -219,7 +234,7 @@ def _send(priority: str, body: str, delay: int, job_id: str, due: datetime | Non
     client("scheduler").create_schedule(
         Name=f"job-{job_id}",
         GroupName=settings.scheduler_group,
-        ScheduleExpression=f"at({due.strftime('%Y-%m-%dT%H:%M:%S')})",
+        ScheduleExpression=f"at({due.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S')})",
         ScheduleExpressionTimezone="UTC",
         FlexibleTimeWindow={"Mode": "OFF"},
         ActionAfterCompletion="DELETE",
@@ -267,19 +282,26 @@ def retry(job_id: str) -> dict[str, Any]:
         "pending",
         expect=("failed",),
         sets={"attempts": 0, "error": None, "finished_at": None},
+        removes=("cancel_requested", "lease_until"),
         note={"retried": True},
     )
     if done is None:
         job = store.view(store.get(job_id))
         raise ConflictError(f"The job is {job['status']}; only failed jobs can be retried.")
     job = store.view(done)
-    _send(
-        job["priority"],
-        json.dumps({"id": job_id, "type": job["type"]}, separators=(",", ":")),
-        0,
-        job_id,
-        None,
-    )
+    try:
+        _send(
+            job["priority"],
+            json.dumps({"id": job_id, "type": job["type"]}, separators=(",", ":")),
+            0,
+            job_id,
+            None,
+        )
+    except Exception:
+        store.transition(
+            job_id, "failed", expect=("pending",), sets={"error": "the retry could not be queued"}
+        )
+        raise
     audit.record("jobs.retry", "job", job_id, after={"status": "pending"})
     events.publish(
         "BackgroundJobStatusChanged",
@@ -302,10 +324,14 @@ def delete(job_id: str) -> dict[str, Any]:
         client("dynamodb").delete_item(
             TableName=store.table(),
             Key=store.key(job_id),
-            ConditionExpression="#s = :p",
+            ConditionExpression="#s = :p AND attempts = :zero",
             ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={":p": {"S": "pending"}},
+            ExpressionAttributeValues={":p": {"S": "pending"}, ":zero": {"N": "0"}},
         )
+        if job.get("idempotency_claim"):  # the key is free again: a repeat enqueue makes a new job
+            client("dynamodb").delete_item(
+                TableName=store.table(), Key={"pk": {"S": job["idempotency_claim"]}, "sk": {"S": "IDEM"}}
+            )
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
             raise ConflictError("The job started meanwhile; cancel it instead.") from error

@@ -138,6 +138,7 @@ def redrive(priority: str | None = None, limit: int = 100) -> dict[str, Any]:
 
     sqs = client("sqs")
     moved: list[str] = []
+    skipped: list[str] = []
     for prio in [priority] if priority else list(PRIORITIES):
         url = _dlq_url(prio)
         while len(moved) < limit:
@@ -147,23 +148,51 @@ def redrive(priority: str | None = None, limit: int = 100) -> dict[str, Any]:
             if not messages:
                 break
             for message in messages:
-                body = json.loads(message["Body"])
-                job_id = body.get("id")
-                if job_id:
-                    store.transition(
-                        job_id,
-                        "pending",
-                        expect=("failed", "pending", "running"),
-                        sets={"attempts": 0, "error": None, "finished_at": None},
-                        note={"redriven": True},
-                    )
-                sqs.send_message(
-                    QueueUrl=queue_url(prio), MessageBody=json.dumps({"id": job_id, "type": body.get("type")})
-                )
+                outcome = _redrive_one(sqs, message, queue_url(prio))
+                if outcome == "skipped":
+                    skipped.append(message["MessageId"])
+                    continue  # unreadable: left in the DLQ for a person to look at
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-                moved.append(job_id or message["MessageId"])
-    audit.record("jobs.redrive", "dead_letters", priority or "all", after={"moved": len(moved)})
-    return {"redriven": len(moved), "jobs": moved}
+                if outcome != "stale":
+                    moved.append(outcome)
+    audit.record(
+        "jobs.redrive",
+        "dead_letters",
+        priority or "all",
+        after={"moved": len(moved), "skipped": len(skipped)},
+    )
+    result: dict[str, Any] = {"redriven": len(moved), "jobs": moved}
+    if skipped:
+        result["skipped"] = skipped
+    return result
+
+
+def _redrive_one(sqs: Any, message: dict[str, Any], queue: str) -> str:
+    """Replay one dead letter: the job id (or message id) when re-sent, "stale" when its job has moved on
+    (running again, or gone), "skipped" when the message cannot be read."""
+    try:
+        body = json.loads(message["Body"])
+    except ValueError:
+        return "skipped"
+    if not isinstance(body, dict):
+        return "skipped"
+    job_id = body.get("id")
+    if not job_id:  # a message SQS moved itself (a scheduled firing, say): replay it as it was
+        original = {k: v for k, v in body.items() if k != "error"}
+        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(original))
+        return str(message["MessageId"])
+    reset = store.transition(
+        job_id,
+        "pending",
+        expect=("failed", "pending"),  # never one that runs again (a retry got there first)
+        sets={"attempts": 0, "error": None, "finished_at": None},
+        removes=("cancel_requested", "lease_until"),
+        note={"redriven": True},
+    )
+    if reset is None:
+        return "stale"
+    sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"id": job_id, "type": body.get("type")}))
+    return str(job_id)
 
 
 def metrics() -> dict[str, Any]:

@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo
 from underlay import declaration
 from underlay.errors import NotFoundError
 
+SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"
+
 
 def to_croniter(expression: str) -> str:
     minute, hour, day, month, weekday, year = expression.split()
@@ -53,6 +55,8 @@ def message(schedule: declaration.Schedule) -> dict[str, Any]:
         "source": "schedule",
         "schedule": schedule.name,
         "overlap": schedule.overlap,  # Scheduler cannot skip overlaps; the worker does, by this flag
+        # Scheduler fills in the time the run was due: a firing delivered twice becomes one job.
+        "scheduled_time": SCHEDULED_TIME,
     }
 
 

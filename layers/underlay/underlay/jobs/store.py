@@ -89,7 +89,9 @@ def new_record(
         "schedule": schedule,
         "source": source,
         "progress": 0,
-        "expires_at": int(time.time()) + history_days * 86400,
+        # History is kept `history_days` after the job is due, so a job far in the future is still there to run.
+        "expires_at": int(max(time.time(), datetime.fromisoformat(run_at).timestamp() if run_at else 0))
+        + history_days * 86400,
     }
     item = {**key(job_id), **to_item(fields)}
     item["history"] = {"L": [{"S": json.dumps({"status": "pending", "at": created, "attempt": 0})}]}
@@ -114,8 +116,10 @@ def transition(
     sets: dict[str, Any] | None = None,
     removes: tuple[str, ...] = (),
     note: dict[str, Any] | None = None,
+    owner_attempt: int | None = None,
 ) -> dict[str, Any] | None:
-    """Move a job to `to` if its status is one of `expect` (and `extra_condition` holds), appending to history.
+    """Move a job to `to` if its status is one of `expect` (and `extra_condition` holds, and, with
+    `owner_attempt`, it is still that attempt's run), appending to history.
 
     Returns the new item, or None when the condition failed (the job is elsewhere in its life).
     """
@@ -146,6 +150,11 @@ def transition(
             names[f"#r{n}"] = name
         update += " REMOVE " + ", ".join(f"#r{n}" for n in range(len(cleared)))
     condition = f"#s IN ({', '.join(f':e{i}' for i in range(len(expect)))})"
+    if owner_attempt is not None:
+        # Only the run that started as this attempt may finish it: a worker whose lease ran out and was taken
+        # over must not overwrite the new run's outcome.
+        values[":own"] = {"N": str(owner_attempt)}
+        condition += " AND attempts = :own"
     if extra_condition:
         condition = f"({condition}) AND ({extra_condition})"
     try:
@@ -186,8 +195,8 @@ def set_fields(job_id: str, **fields: Any) -> None:
 def start(job_id: str, *, lease_seconds: int) -> dict[str, Any] | None:
     """`pending → running` (or take over a `running` job whose lease ran out), counting the attempt.
 
-    None when the job is anywhere else in its life (finished, cancelled, running under a live lease, or
-    pending with a cancel request): the caller must not run it.
+    None when the job is anywhere else in its life (finished, cancelled, running under a live lease, or with a
+    cancel request waiting): the caller must not run it.
     """
     from botocore.exceptions import ClientError
 
@@ -202,8 +211,8 @@ def start(job_id: str, *, lease_seconds: int) -> dict[str, Any] | None:
                     " lease_until = :lease, history = list_append(history, :h)"
                 ),
                 ConditionExpression=(
-                    "(#s = :pending AND (attribute_not_exists(cancel_requested) OR cancel_requested = :no))"
-                    " OR (#s = :running AND lease_until < :now)"
+                    "(attribute_not_exists(cancel_requested) OR cancel_requested = :no)"
+                    " AND (#s = :pending OR (#s = :running AND lease_until < :now))"
                 ),
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from underlay.jobs import store
@@ -82,21 +83,33 @@ def _queues(record: SQSRecord) -> tuple[str, str]:
     raise LookupError(f"no configured queue for {name}")
 
 
-def _materialize(body: dict[str, Any], record: SQSRecord) -> str:
-    """A scheduled message becomes a job record once; its id comes from the SQS message id."""
+def _materialize(body: dict[str, Any], record: SQSRecord) -> str | None:
+    """A scheduled message becomes a job record once. Its id comes from the schedule and the time it was due
+    (EventBridge Scheduler fills `scheduled_time`), so a firing delivered twice is one job; without it, from the
+    SQS message id. A message that cannot become a job (unknown type, bad payload) goes to the DLQ: None."""
     from botocore.exceptions import ClientError
+    from pydantic import ValidationError
     from underlay import job_types
     from underlay.aws import client
     from underlay.ids import ulid_for
     from underlay.settings import get_settings
 
-    sent_ms = int(record.attributes.sent_timestamp or time.time() * 1000)
-    job_id = ulid_for(sent_ms, record.message_id)
-    spec = job_types.get(body["type"])
+    due = body.get("scheduled_time") or ""
+    try:
+        due_ms = int(datetime.fromisoformat(due.replace("Z", "+00:00")).timestamp() * 1000)
+        job_id = ulid_for(due_ms, f"{body.get('schedule')}@{due}")
+    except ValueError:  # not filled in (a manual send): one job per message
+        job_id = ulid_for(int(record.attributes.sent_timestamp or time.time() * 1000), record.message_id)
+    try:
+        spec = job_types.get(body["type"])
+        payload = spec.payload_model.model_validate(body.get("payload") or {}).model_dump(mode="json")
+    except (KeyError, ValidationError) as error:
+        _to_dead_letters(record, {**body, "error": f"not a valid job: {type(error).__name__}"})
+        return None
     item = store.new_record(
         job_id,
         body["type"],
-        spec.payload_model.model_validate(body.get("payload") or {}).model_dump(mode="json"),
+        payload,
         priority=body.get("priority", "normal"),
         max_attempts=spec.max_attempts,
         run_at=None,
@@ -117,14 +130,30 @@ def _materialize(body: dict[str, Any], record: SQSRecord) -> str:
     return job_id
 
 
-def run_record(record: SQSRecord) -> dict[str, Any] | None:
+def _to_dead_letters(record: SQSRecord, body: dict[str, Any]) -> None:
+    from underlay.aws import client
+
+    client("sqs").send_message(QueueUrl=_queues(record)[1], MessageBody=json.dumps(body, default=str))
+
+
+def run_record(record: SQSRecord, lambda_context: Any = None) -> dict[str, Any] | None:
     """Process one message. Returns normally to delete it; raises to leave it for SQS to redeliver."""
     from underlay import context, job_types
 
     body = json.loads(record.body)
     job_id = body.get("id") or _materialize(body, record)
-    spec = job_types.get(body["type"])
-    started = store.start(job_id, lease_seconds=spec.timeout_s)
+    if job_id is None:
+        return None  # sent to the DLQ
+    try:
+        spec = job_types.get(body["type"])
+    except KeyError:
+        _to_dead_letters(record, {**body, "error": "unknown job type"})
+        return None
+    remaining_s = lambda_context.get_remaining_time_in_millis() / 1000 if lambda_context is not None else None
+    if remaining_s is not None and remaining_s < spec.timeout_s:
+        # Not enough of this invocation left to run it: leave the message (no attempt counted) for a fresh one.
+        raise RetryLater(f"{remaining_s:.0f} s left; the job may take {spec.timeout_s} s")
+    started = store.start(job_id, lease_seconds=_lease_seconds(spec))
     if started is None:
         _not_started(job_id)
         return None
@@ -134,6 +163,7 @@ def run_record(record: SQSRecord) -> dict[str, Any] | None:
             job_id,
             "cancelled",
             expect=("running",),
+            owner_attempt=job["attempts"],
             note={"reason": "overlap: the previous run is still running"},
         )
         return None
@@ -161,6 +191,13 @@ def run_record(record: SQSRecord) -> dict[str, Any] | None:
         return None
 
 
+def _lease_seconds(spec: Any) -> int:
+    """How long a run owns its job: at least the worker's own timeout, so no live run is ever taken over."""
+    from underlay import declaration
+
+    return max(int(spec.timeout_s), declaration.function("worker").timeout_s) + 30
+
+
 def _settings() -> Any:
     from underlay.settings import get_settings
 
@@ -168,16 +205,23 @@ def _settings() -> Any:
 
 
 def _not_started(job_id: str) -> None:
-    """The job could not move to running: drop the message unless a cancel request is waiting on a pending job."""
+    """The job could not move to running: drop the message, after settling a cancel request that waits on it."""
     from underlay.errors import NotFoundError
 
     try:
         job = store.view(store.get(job_id))
     except NotFoundError:
-        return None  # deleted while queued
-    if job["status"] == "pending" and job["cancel_requested"]:
-        store.transition(job_id, "cancelled", expect=("pending",))
-    return None  # finished, cancelled or running elsewhere: never run it twice
+        return  # deleted while queued
+    if job["cancel_requested"] and job["status"] in ("pending", "running"):
+        # Pending: cancelled before it ran. Running: only if its lease ran out (its worker is gone).
+        store.transition(
+            job_id,
+            "cancelled",
+            expect=(job["status"],),
+            extra_condition=None if job["status"] == "pending" else "lease_until < :now",
+            condition_values=None if job["status"] == "pending" else {":now": {"N": str(int(time.time()))}},
+        )
+    # finished, cancelled or running elsewhere: never run it twice
 
 
 def _finished(job: dict[str, Any], ctx: WorkerJobContext, result: Any, began: float) -> None:
@@ -190,7 +234,9 @@ def _finished(job: dict[str, Any], ctx: WorkerJobContext, result: Any, began: fl
             "cancelled",
             expect=("running",),
             sets={"finished_at": store.now_iso(), "duration_ms": int(duration_ms)},
+            removes=("lease_until",),
             attempt=job["attempts"],
+            owner_attempt=job["attempts"],
         )
         events.publish("BackgroundJobCancelled", {"id": job["id"], "type": job["type"], "while": "running"})
         return None
@@ -230,25 +276,32 @@ def _failed(job: dict[str, Any], spec: Any, record: SQSRecord, error: Exception,
     )
     if attempt < int(job["max_attempts"]):
         delay = spec.backoff.delay_s(attempt)
-        store.transition(
+        retrying = store.transition(
             job["id"],
             "pending",
             expect=("running",),
             attempt=attempt,
+            owner_attempt=attempt,
             sets={"error": message},
+            removes=("lease_until",),
             note={"error": message, "retry_in_s": round(delay, 3)},
         )
+        if retrying is None:
+            return  # taken over (or cancelled) meanwhile: this run's outcome no longer counts
         client("sqs").change_message_visibility(
             QueueUrl=_queues(record)[0],
             ReceiptHandle=record.receipt_handle,
             VisibilityTimeout=max(0, round(delay)),
         )
         raise RetryLater(message) from error
+    # The DLQ first: if that send fails, the message stays and a later delivery gets here again.
+    _to_dead_letters(record, {"id": job["id"], "type": job["type"], "error": message})
     store.transition(
         job["id"],
         "failed",
         expect=("running",),
         attempt=attempt,
+        owner_attempt=attempt,
         sets={
             "error": message,
             "finished_at": store.now_iso(),
@@ -256,10 +309,6 @@ def _failed(job: dict[str, Any], spec: Any, record: SQSRecord, error: Exception,
         },
         removes=("lease_until",),
         note={"error": message},
-    )
-    client("sqs").send_message(
-        QueueUrl=_queues(record)[1],
-        MessageBody=json.dumps({"id": job["id"], "type": job["type"], "error": message}),
     )
     events.publish(
         "BackgroundJobFailed", {"id": job["id"], "type": job["type"], "attempts": attempt, "error": message}
