@@ -61,3 +61,14 @@ def test_a_good_probe_closes_and_a_bad_one_reopens() -> None:
     assert breaker.allow()
     breaker.success()
     assert breaker.state == "closed" and breaker.allow() and breaker.allow()
+
+
+def test_a_probe_that_never_reports_back_does_not_stick_half_open() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(1, 10, clock=clock)
+    breaker.failure()
+    clock.now += 10
+    assert breaker.allow()  # the probe; its caller then raises something else and never reports
+    assert not breaker.allow()
+    clock.now += 10
+    assert breaker.allow()  # another probe, after a cool-down

@@ -115,6 +115,7 @@ class CircuitBreaker:
         self._consecutive = 0
         self._opened_at: float | None = None
         self._probing = False
+        self._probe_started = 0.0
         self.times_opened = 0
 
     @property
@@ -130,9 +131,14 @@ class CircuitBreaker:
         if self._opened_at is None:
             return True
         with self._lock:
-            if self.state != "half_open" or self._probing:
+            if self.state != "half_open":
                 return False
-            self._probing = True
+            now = self._clock()
+            # One probe at a time; a probe whose caller never reported back (it raised something that is not a
+            # Redis error) stops blocking the next one after a cool-down, so the breaker cannot stick half-open.
+            if self._probing and now - self._probe_started < self.cooldown_seconds:
+                return False
+            self._probing, self._probe_started = True, now
             return True
 
     def success(self) -> None:
