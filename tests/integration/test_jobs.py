@@ -382,3 +382,11 @@ def test_run_at_with_an_offset_is_scheduled_in_utc(
         TableName=env["UNDERLAY_TABLES__JOBS"], Key={"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}}
     )["Item"]
     assert int(item["expires_at"]["N"]) > local.timestamp()
+
+
+def test_list_dates_without_a_zone_are_utc(env: dict[str, str]) -> None:
+    jobs.enqueue("test.echo", {"key": "dated"})
+    status, page = call("GET", "/v1/jobs?from=2020-01-01&to=2100-01-02T00:00:00Z")
+    assert status == 200 and len(page["jobs"]) == 1
+    status, problem = call("GET", "/v1/jobs?from=2100-01-01&to=2020-01-02T00:00:00Z")
+    assert status == 422 and problem["errors"][0]["field"] == "from"

@@ -35,8 +35,17 @@ def list_jobs(
     filters: Filters, *, limit: int = 50, cursor: str | None = None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of jobs, newest first: status, else type, else all picks the index; priority narrows it."""
+    from datetime import UTC
+
     from underlay import pagination
 
+    # A date without a zone is UTC (comparing naive with aware dates would raise).
+    filters = filters._replace(
+        start=filters.start.replace(tzinfo=UTC)
+        if filters.start and filters.start.tzinfo is None
+        else filters.start,
+        end=filters.end.replace(tzinfo=UTC) if filters.end and filters.end.tzinfo is None else filters.end,
+    )
     if filters.start and filters.end and filters.start > filters.end:
         raise ValidationFailedError(
             "from is after to.", errors=[FieldError("from", "must not be after 'to'")]
