@@ -135,7 +135,7 @@ def test_clean_chain_verifies_against_the_signed_digest(signed: dict[str, str]) 
     result = verify.verify()
     assert result["ok"] and result["checked"] == 10
     assert result["digest"]["seq"] == 10 and result["digest"]["signature_valid"] is True
-    assert digest.create(audit.writer()) is None  # head unchanged: no new digest  # type: ignore[arg-type]
+    assert digest.create(audit.writer()) is None  # type: ignore[arg-type]  # head unchanged: no new digest
     write(1)
     second = digest.create(audit.writer())  # type: ignore[arg-type]
     assert second is not None and second["previous"]["key"].startswith("digests/main/")

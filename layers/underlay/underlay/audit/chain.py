@@ -10,6 +10,11 @@ An append is ONE `TransactWriteItems`: put the entry if its key is new, and put 
 `seq` we linked to. A writer that loses the race gets the current head back in the cancellation reasons, relinks
 and retries, so concurrent writers never fork the chain. The head is cached per process, so a warm writer makes
 exactly one AWS call per entry.
+
+A transaction can succeed and its reply be lost (the SDK then sends it again, or the caller retries): the retry is
+cancelled, and the cancellation reasons show our own entry at the seq we wrote (the entry put returns the item it
+collided with) or our entry's id in the head. Then the append already happened: it returns that entry instead of
+relinking onto it and writing it a second time.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ def entry_hash(fields: dict[str, Any], prev_hash: str) -> str:
 class Head(NamedTuple):
     seq: int
     hash: str
+    id: str = ""  # the id of the entry at `seq` (empty at genesis)
 
 
 GENESIS = Head(0, GENESIS_HASH)
@@ -93,16 +99,19 @@ class AuditChain:
 
     def read_head(self) -> Head:
         item = self.client.get_item(TableName=self.table, Key=HEAD_KEY, ConsistentRead=True).get("Item")
-        return Head(int(item["seq"]["N"]), item["hash"]["S"]) if item else GENESIS
+        return _head(item) if item else GENESIS
 
     def append(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Link `fields` (an entry without seq/hashes) after the head and write it. Returns the stored fields."""
         from botocore.exceptions import ClientError
 
         head = self._head
+        written: dict[str, Any] | None = None  # the entry of the last attempt, which may have been applied
         for attempt in range(1, self.max_attempts + 1):
             if head is None:
                 head = self.read_head()
+            if written is not None and head.id == written["id"] and head.seq == written["seq"]:
+                return self._written(written)  # the last attempt was applied; its reply was lost
             entry = {**fields, "seq": head.seq + 1, "prev_hash": head.hash}
             entry["hash"] = entry_hash(entry, head.hash)
             item = {"pk": {"S": ENTRY_PK}, "sk": {"S": sort_key(entry["seq"])}, **to_item(entry)}
@@ -127,6 +136,7 @@ class AuditChain:
                                 "TableName": self.table,
                                 "Item": item,
                                 "ConditionExpression": "attribute_not_exists(pk)",
+                                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                             }
                         },
                         {
@@ -142,21 +152,48 @@ class AuditChain:
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
                     raise
+                response = dict(error.response)
+                head = _head_from_cancellation(response)  # None: read it again
+                if _entry_id_from_cancellation(response) == entry["id"] or (
+                    head is not None and head.id == entry["id"] and head.seq == entry["seq"]
+                ):
+                    return self._written(entry, head)  # this very transaction was applied (a lost reply)
+                written = entry
                 with self._lock:
                     self.conflicts += 1
-                head = _head_from_cancellation(dict(error.response))  # None: read it again
                 time.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))  # noqa: S311 (jitter)
                 continue
-            with self._lock:
-                self._head = Head(entry["seq"], entry["hash"])
-            return entry
+            return self._written(entry)
         raise RuntimeError(f"audit chain: no append after {self.max_attempts} attempts (heavy contention)")
+
+    def _written(self, entry: dict[str, Any], newer: Head | None = None) -> dict[str, Any]:
+        """`entry` is in the chain: cache the head (`newer` when another writer already linked after it)."""
+        head = (
+            newer
+            if newer is not None and newer.seq > entry["seq"]
+            else Head(entry["seq"], entry["hash"], entry["id"])
+        )
+        with self._lock:
+            self._head = head
+        return entry
+
+
+def _head(item: dict[str, Any]) -> Head:
+    return Head(int(item["seq"]["N"]), item["hash"]["S"], item.get("id", {}).get("S", ""))
 
 
 def _head_from_cancellation(response: dict[str, Any]) -> Head | None:
+    """The head (seq, hash and its entry's id) as the cancelled transaction found it, if it was returned."""
     reasons = response.get("CancellationReasons") or []
     if len(reasons) > 1:
         old = reasons[1].get("Item")
         if old and "seq" in old:
-            return Head(int(old["seq"]["N"]), old["hash"]["S"])
+            return _head(old)
     return None
+
+
+def _entry_id_from_cancellation(response: dict[str, Any]) -> str | None:
+    """The id of the entry already at the seq the cancelled transaction tried to write, if it was returned."""
+    reasons = response.get("CancellationReasons") or []
+    old = reasons[0].get("Item") if reasons else None
+    return old.get("id", {}).get("S") if old else None

@@ -98,24 +98,79 @@ def create(writer: AuditChain, *, now: datetime | None = None) -> dict[str, Any]
     return {"key": key, **digest}
 
 
-def check(body: bytes) -> tuple[dict[str, Any], bool]:
-    """(the digest, whether its KMS signature is valid)."""
-    from underlay.aws import client
+# KMS errors that mean "this signature cannot be ours": a bad signature, or a malformed one.
+_INVALID = ("KMSInvalidSignatureException", "ValidationException")
+# With no configured key, errors about the key a digest names: a key we cannot use does not vouch for it.
+_UNUSABLE_KEY = (
+    "NotFoundException",
+    "AccessDeniedException",
+    "DisabledException",
+    "InvalidKeyUsageException",
+    "KMSInvalidStateException",
+    "InvalidArnException",
+    "IncorrectKeyException",
+)
 
-    parsed = json.loads(body)
-    digest = parsed["digest"]
+
+def check(body: bytes) -> tuple[dict[str, Any], bool]:
+    """(the digest, whether its KMS signature is valid).
+
+    The signature is verified with OUR key, `audit.signing_key_id`, never with a key the digest names: anyone who
+    can write to the bucket can sign a digest with a key of their own. A digest naming another key is invalid (no
+    KMS call), as is a malformed one; a digest signed before the key was changed is invalid too, so write a new
+    digest (job `audit.digest`) right after changing keys. KMS errors about our own key (disabled, no access,
+    throttled) are raised: they are our problem, not the digest's. Without a configured key (local, dev), the key
+    the digest names is used, and any error about that key makes the digest invalid.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+    from underlay.aws import client
+    from underlay.settings import get_settings
+
+    parsed: Any = None
+    try:
+        parsed = json.loads(body)
+        digest = parsed["digest"]
+        signature = base64.b64decode(parsed["signature"], validate=True)
+        named = digest["key_id"]
+        if not isinstance(digest["seq"], int) or isinstance(digest["seq"], bool):
+            raise TypeError("seq")
+    except (ValueError, KeyError, TypeError):
+        return _unreadable(parsed), False
+    ours = get_settings().audit.signing_key_id
+    if ours and named != ours:
+        return digest, False
+    if digest.get("algorithm") != ALGORITHM or not signature:
+        return digest, False
     try:
         valid = bool(
             client("kms").verify(
-                KeyId=digest["key_id"],
+                KeyId=ours or named,
                 Message=_message(digest),
                 MessageType="DIGEST",
-                Signature=base64.b64decode(parsed["signature"]),
-                SigningAlgorithm=digest["algorithm"],
+                Signature=signature,
+                SigningAlgorithm=ALGORITHM,
             )["SignatureValid"]
         )
-    except Exception as error:  # KMS answers an invalid signature with an error, not just False
-        if "KMSInvalidSignature" not in type(error).__name__ and "InvalidSignature" not in str(error):
+    except ClientError as error:  # KMS answers an invalid signature with an error, not just False
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in _INVALID or (not ours and code in _UNUSABLE_KEY):
+            return digest, False
+        raise
+    except BotoCoreError as error:  # e.g. a signature of the wrong size, refused before it is sent
+        if "ParamValidation" not in type(error).__name__:
             raise
-        valid = False
+        return digest, False
     return digest, valid
+
+
+def _unreadable(parsed: Any) -> dict[str, Any]:
+    """A stand-in for a digest that cannot be read, so that verify reports it as `digest_invalid`."""
+    digest = parsed.get("digest") if isinstance(parsed, dict) else None
+    digest = digest if isinstance(digest, dict) else {}
+    seq = digest.get("seq")
+    return {
+        **digest,
+        "seq": seq if isinstance(seq, int) else 0,
+        "hash": str(digest.get("hash", "")),
+        "created_at": digest.get("created_at"),
+    }

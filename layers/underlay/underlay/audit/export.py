@@ -20,7 +20,8 @@ Format = Literal["csv", "jsonl"]
 
 
 class ExportRequest(BaseModel):
-    """What to export: the list filters (dates ISO 8601) and the format. The API's body and the job's payload."""
+    """What to export: the list filters (dates ISO 8601; without a time zone, UTC) and the format. The API's body
+    and the job's payload."""
 
     format: Format = "jsonl"
     user: str | None = None
@@ -74,6 +75,7 @@ def export(export_id: str, filters: Filters, fmt: Format, *, limit: int) -> dict
     from underlay.aws import client
     from underlay.settings import get_settings
 
+    filters = filters.check()  # refuse bad filters before any work; dates without a time zone are UTC
     entries: list[dict[str, Any]] = []
     cursor = None
     while True:

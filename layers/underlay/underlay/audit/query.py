@@ -2,11 +2,13 @@
 
 The most selective filter picks the index (entity, then actor, then action, then entity type, else time); the
 others narrow it with a FilterExpression. Ids are ULIDs, so a date range is `id BETWEEN` on the index sort key.
+Dates without a time zone are UTC (`?from=2024-01-01&to=2024-01-02T00:00:00Z` mixes both); ULIDs start in 1970,
+so an earlier date is refused.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from underlay.audit.chain import CHAIN
@@ -29,15 +31,33 @@ class Filters(NamedTuple):
 
         return scope_of("audit", self)
 
-    def check(self) -> None:
+    def check(self) -> Filters:
+        """Validate; return the filters with their dates in UTC (a date without a time zone is UTC)."""
         if self.entity_id and not self.entity_type:
             raise ValidationFailedError(
                 "entity_id needs entity_type.", errors=[FieldError("entity_type", "required with entity_id")]
             )
-        if self.start and self.end and self.start > self.end:
+        start, end = _utc(self.start, "from"), _utc(self.end, "to")
+        if start and end and start > end:
             raise ValidationFailedError(
                 "from is after to.", errors=[FieldError("from", "must not be after 'to'")]
             )
+        return self._replace(start=start, end=end)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _utc(moment: datetime | None, field: str) -> datetime | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if moment < _EPOCH:  # compared before converting: year 1 with an offset has no UTC datetime
+        raise ValidationFailedError(
+            f"{field} is before 1970.", errors=[FieldError(field, "must not be before 1970-01-01")]
+        )
+    return moment.astimezone(UTC)
 
 
 def _table() -> str:
@@ -75,7 +95,7 @@ def list_entries(
     from underlay import pagination
     from underlay.aws import client
 
-    filters.check()
+    filters = filters.check()
     scope = filters.scope()
     start_key = pagination.decode(cursor, scope) if cursor else None
     index, attribute, value, rest = _plan(filters)

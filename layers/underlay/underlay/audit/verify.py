@@ -4,14 +4,25 @@ Reasons for the first broken entry:
 - `missing`: a sequence number has no entry (deleted from the middle);
 - `reordered`: an entry sits at another position than the `seq` it was hashed with (entries swapped);
 - `modified`: an entry's fields no longer match its hash, or it was rewritten with a recomputed hash (then the
-  next entry's link, or the digest, no longer matches it);
+  next entry's link, the head, or the digest no longer matches it);
 - `truncated`: the latest digest covers entries that are gone (the newest entries were deleted);
-plus `digest_invalid` when the digest's signature does not verify.
+plus `digest_invalid` when the digest's signature does not verify (see `underlay.audit.digest.check`).
+
+Retention leaves gaps. Entries expire after `audit.retention_days`, critical ones after `critical_retention_days`,
+and TTL deletes them out of order, so the table can hold an old critical entry, then a run of expired ones, then
+the next kept entry. A gap before a present entry is reported in `expired_gaps` (`[[from, to], ...]`), not as
+`missing`, when the entry after it is older than `retention_days`: everything before that entry is older still, so
+it may legitimately have expired. Verification then relinks from that entry (its `prev_hash` cannot be checked
+against an entry that is gone; its own hash still is). A gap before an entry younger than the retention is
+`missing`. Deleting entries older than the retention is indistinguishable from expiry in the table: that is what
+the archive (TTL removals only, from the table's stream; check each expired gap against it) and the signed digests
+are for.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from underlay.audit.chain import ENTRY_PK, GENESIS_HASH, entry_hash, sort_key
@@ -55,6 +66,15 @@ def _oldest(table: str) -> int | None:
     return int(items[0]["sk"]["S"]) if items else None
 
 
+def _older_than(entry: dict[str, Any], cutoff: datetime) -> bool:
+    """Whether the entry was written before `cutoff` (False when its time cannot be read)."""
+    try:
+        written = datetime.fromisoformat(str(entry.get("ts")))
+    except ValueError:
+        return False
+    return (written if written.tzinfo else written.replace(tzinfo=UTC)) < cutoff
+
+
 def _broken(seq: int, reason: str, detail: str, entry: dict[str, Any] | None = None) -> dict[str, Any]:
     found = {"seq": seq, "reason": reason, "detail": detail}
     if entry is not None:
@@ -69,6 +89,11 @@ def verify(start: int | None = None, end: int | None = None) -> dict[str, Any]:
     from underlay.errors import ConfigInvalidError
     from underlay.settings import get_settings
 
+    settings = get_settings().audit
+    if start is not None and end is not None and start > end:
+        raise ValidationFailedError(
+            "from is after to.", errors=[FieldError("from", "must not be after 'to'")]
+        )
     writer = get_writer()
     if writer is None:
         raise ConfigInvalidError("The audit table is not configured for this function.")
@@ -78,12 +103,15 @@ def verify(start: int | None = None, end: int | None = None) -> dict[str, Any]:
     # By default start at the oldest entry still in the table: older ones left by TTL for the archive
     # (`underlay.audit.archive.verify_entries` checks those files), so they are not "missing".
     first = max(1, start or _oldest(writer.table) or 1)
-    last = end if end is not None else max(head.seq, digest["seq"] if digest else 0)
-    if last - first + 1 > get_settings().audit.verify_max_entries:
+    # Nothing exists, or was signed, beyond the tip (a digest that does not verify vouches for nothing).
+    tip = max(head.seq, digest["seq"] if digest and signature_valid else 0)
+    last = min(end, tip) if end is not None else tip
+    if last - first + 1 > settings.verify_max_entries:
         raise ValidationFailedError(
             "The range is too large; verify it in parts.",
-            errors=[FieldError("to", f"at most {get_settings().audit.verify_max_entries} entries per call")],
+            errors=[FieldError("to", f"at most {settings.verify_max_entries} entries per call")],
         )
+    gaps: list[list[int]] = []
     result: dict[str, Any] = {
         "ok": True,
         "checked": 0,
@@ -93,6 +121,7 @@ def verify(start: int | None = None, end: int | None = None) -> dict[str, Any]:
         "digest": None
         if digest is None
         else {"seq": digest["seq"], "created_at": digest["created_at"], "signature_valid": signature_valid},
+        "expired_gaps": gaps,
     }
 
     def fail(found: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +131,13 @@ def verify(start: int | None = None, end: int | None = None) -> dict[str, Any]:
 
     if digest is not None and not signature_valid:
         return fail(_broken(digest["seq"], "digest_invalid", "the latest digest's signature does not verify"))
+    if first > last:  # the range lies beyond the head (and the digest): there is nothing to check
+        return result
 
+    # Anything written before this may have expired (the shorter retention applies to most entries).
+    expired_before = datetime.now(UTC) - timedelta(
+        days=min(settings.retention_days, settings.critical_retention_days)
+    )
     prev_hash, prev_entry = GENESIS_HASH, None
     if first > 1:  # link the first entry to the one before it, if the table still holds it
         before = list(_entries(writer.table, first - 1, first - 1))
@@ -113,7 +148,10 @@ def verify(start: int | None = None, end: int | None = None) -> dict[str, Any]:
     for entry in _entries(writer.table, first, last):
         position = int(entry["sk"])
         if position != expected:
-            return fail(_broken(expected, "missing", f"no entry at seq {expected}"))
+            if not _older_than(entry, expired_before):
+                return fail(_broken(expected, "missing", f"no entry at seq {expected}"))
+            gaps.append([expected, position - 1])  # expired (or deleted when it could have): see the archive
+            prev_hash, prev_entry, expected = "", None, position
         if entry.get("seq") != position:
             return fail(
                 _broken(
@@ -136,9 +174,12 @@ def verify(start: int | None = None, end: int | None = None) -> dict[str, Any]:
         hashes[position] = entry["hash"]
         expected += 1
         result["checked"] += 1
-    if expected <= last and (digest is None or expected <= digest["seq"] or expected <= head.seq):
+    if expected <= last:  # `last` is at most the head or the digest's seq: these entries existed
         reason = "truncated" if digest is not None and expected <= digest["seq"] else "missing"
         return fail(_broken(expected, reason, f"entries from seq {expected} are gone"))
+    if first <= head.seq <= last and hashes.get(head.seq) != head.hash:
+        # The newest entry has no next link to give away a rewrite with a recomputed hash: the head does.
+        return fail(_broken(head.seq, "modified", "the entry does not match the chain's head", prev_entry))
     if digest is not None and first <= digest["seq"] <= last and hashes.get(digest["seq"]) != digest["hash"]:
         return fail(_broken(digest["seq"], "modified", "the entry does not match the signed digest"))
     return result
