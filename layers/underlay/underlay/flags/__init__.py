@@ -5,8 +5,9 @@
 
 The process holds a compiled snapshot of every flag (`underlay.flags.engine`). At most every
 `flags.refresh_seconds` (5 s) an evaluation checks the version stamp in Redis (the table's when Redis is down);
-a changed stamp reloads the snapshot from DynamoDB. If the store is unreachable the last good snapshot keeps
-serving; before there ever was one, callers get their own default (reason ERROR).
+a changed stamp reloads the snapshot from DynamoDB, and one more reload follows shortly after (a flag created just
+before the load may not be in the `by_kind` index yet; see `underlay.flags.store`). If the store is unreachable the
+last good snapshot keeps serving; before there ever was one, callers get their own default (reason ERROR).
 
 Analytics never cost a write per evaluation: counts per flag, variant and day, unique users (HyperLogLog) and the
 last evaluation time are kept in process and flushed in one pipelined Redis call every
@@ -29,12 +30,19 @@ MAX_USERS_PER_FLUSH = 10_000  # unique-user samples kept between flushes per fla
 
 
 class FlagClient:
+    # After a reload under a new stamp, reload once more on the first refresh at least this much later: the flag
+    # documents are read consistently, but the index that lists them lags (typically well under a second), so a
+    # flag or segment created just before the reload can be missing from it; the stamp will not change again
+    # to trigger another reload, so without this one the instance would miss it until the next write.
+    confirm_after_seconds = 1.0
+
     def __init__(self) -> None:
         from underlay.settings import get_settings
 
         self.settings = get_settings().flags
         self._snapshot: Snapshot | None = None
         self._checked = 0.0
+        self._confirm_at: float | None = None  # when the follow-up reload after a stamp change is due
         self._lock = threading.Lock()
         self._counts: Counter[tuple[str, str, str]] = Counter()  # (key, variant, day)
         self._users: defaultdict[tuple[str, str], set[str]] = defaultdict(set)  # (key, day) -> subs
@@ -50,13 +58,19 @@ class FlagClient:
         return self._snapshot
 
     def refresh(self, *, force: bool = False) -> None:
-        """Reload if the stamp moved (or `force`). Never raises: a failing store keeps the last snapshot."""
+        """Reload if the stamp moved (or `force`, or the follow-up reload after a stamp change is due). Never
+        raises: a failing store keeps the last snapshot."""
         with self._lock:
-            self._checked = time.monotonic()
+            now = self._checked = time.monotonic()
             try:
                 stamp = self._stamp()
-                if force or self._snapshot is None or stamp != self._snapshot.version:
-                    self._load()
+                before = self._snapshot.version if self._snapshot is not None else None
+                confirm = self._confirm_at is not None and now >= self._confirm_at
+                if force or confirm or stamp != before:
+                    if self._load() != before:
+                        self._confirm_at = now + self.confirm_after_seconds
+                    elif confirm:
+                        self._confirm_at = None
             except Exception as error:
                 from underlay.observability import get_logger
 
@@ -65,6 +79,7 @@ class FlagClient:
                 )
 
     def _stamp(self) -> str:
+        """The stamp in Redis; the table's when Redis is down, or when the mirror expired (then re-mirrored)."""
         from underlay.flags import store
         from underlay.redis_client import breaker, get_redis, key
 
@@ -72,19 +87,25 @@ class FlagClient:
             try:
                 value = get_redis().get(key("flags", "stamp"))
                 breaker().success()
-                if value is not None:
-                    return str(value.decode() if isinstance(value, bytes) else value)
             except Exception as error:
                 breaker().failure(error)
+            else:
+                if value is not None:
+                    return str(value.decode() if isinstance(value, bytes) else value)
+                stamp = store.read_stamp_from_table()
+                store.mirror_stamp(stamp)  # set if greater: never moves a newer writer's stamp back
+                return stamp
         return store.read_stamp_from_table()
 
-    def _load(self) -> None:
+    def _load(self) -> str:
+        """Load and compile every flag; returns the stamp they were read under."""
         from underlay.flags import store
         from underlay.flags.engine import Snapshot
 
         flags, segments, stamp = store.load_all()
         self._snapshot = Snapshot.compile(flags, segments, version=stamp)
         self.reloads += 1
+        return stamp
 
     # --- evaluation -----------------------------------------------------------------------------
 
@@ -138,9 +159,11 @@ class FlagClient:
 
         ttl = self.settings.analytics_days * 86400
         now = datetime.now(UTC).isoformat(timespec="seconds")
+        if not breaker().allow():
+            return (
+                0  # Redis was not tried (the circuit is open): the interval is dropped, the breaker not told
+            )
         try:
-            if not breaker().allow():
-                raise ConnectionError("redis circuit open")
             pipe = get_redis().pipeline(transaction=False)
             for (flag, variant, day), n in counts.items():
                 name = rkey("flags", "eval", flag, day)
@@ -168,21 +191,32 @@ class FlagClient:
 
 
 def analytics(key: str, days: int = 7) -> dict[str, Any]:
-    """Per-day evaluations by variant and unique users, and when the flag was last evaluated."""
+    """Per-day evaluations by variant and unique users, and when the flag was last evaluated.
+
+    Raises `DependencyUnavailableError` (503) when Redis is unreachable or its circuit is open."""
     from datetime import timedelta
 
-    from underlay.redis_client import get_redis
+    from underlay.errors import DependencyUnavailableError
+    from underlay.redis_client import breaker, get_redis
     from underlay.redis_client import key as rkey
 
-    client = get_redis()
     today = datetime.now(UTC).date()
     dates = [(today - timedelta(days=n)).isoformat() for n in range(days)]
-    pipe = client.pipeline(transaction=False)
-    for day in dates:
-        pipe.hgetall(rkey("flags", "eval", key, day))
-        pipe.pfcount(rkey("flags", "users", key, day))
-    pipe.get(rkey("flags", "last", key))
-    replies = pipe.execute()
+    if not breaker().allow():
+        raise DependencyUnavailableError(
+            "Flag analytics are unavailable (Redis circuit open); try again shortly."
+        )
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        for day in dates:
+            pipe.hgetall(rkey("flags", "eval", key, day))
+            pipe.pfcount(rkey("flags", "users", key, day))
+        pipe.get(rkey("flags", "last", key))
+        replies = pipe.execute()
+    except Exception as error:
+        breaker().failure(error)
+        raise DependencyUnavailableError("Flag analytics are unavailable; try again shortly.") from error
+    breaker().success()
     per_day = []
     for i, day in enumerate(dates):
         variants = {k.decode(): int(v) for k, v in replies[2 * i].items()}

@@ -5,12 +5,24 @@ list filters, `kind = flag`, `key`, `state` (enabled|disabled|archived), `stale`
 `pk = SEGMENT#<key>`, `sk = SEGMENT` (`kind = segment`). `META`/`STAMP` holds the stamp, a counter bumped in the
 same transaction as every write; Redis mirrors it (`<prefix>flags:stamp`) so that instances can check it every few
 seconds without an AWS call. Updates carry `version` (optimistic locking: a stale one is 409).
+
+The mirror only ever moves forward (a Lua set-if-greater: two writers racing cannot set it back) and expires after
+`STAMP_TTL_SECONDS`; an instance that finds it missing reads the table's stamp and mirrors that, so a mirror missed
+while Redis was down heals within the TTL.
+
+`load_all` reads the stamp with a consistent read and then every flag and segment *also* with a consistent read:
+the `by_kind` index (eventually consistent, and the only way to list them without a Scan) only names the items,
+whose documents are then read from the base table with a consistent BatchGetItem. So an update, toggle or delete
+committed before the stamp was read is always in what is loaded under it. What the index can still miss is an item
+created just before the load (its index entry lags); `FlagClient` therefore reloads once more shortly after every
+stamp change (see `underlay.flags.FlagClient.refresh`).
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import time
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
@@ -25,6 +37,18 @@ from underlay.flags.model import Flag, FlagSpec, Segment
 
 State = Literal["enabled", "disabled", "archived"]
 STAMP_KEY = {"pk": {"S": "META"}, "sk": {"S": "STAMP"}}
+STAMP_TTL_SECONDS = 60  # a mirror missed while Redis was down heals within this
+BATCH_GET_SIZE = 100  # DynamoDB's BatchGetItem limit
+
+# Set the stamp only if greater than the mirrored one (a missing or garbled one counts as 0), with the TTL.
+_SET_IF_GREATER = """
+local current = tonumber(redis.call('GET', KEYS[1])) or 0
+if current < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+  return 1
+end
+return 0
+"""
 
 
 def table() -> str:
@@ -92,19 +116,27 @@ def _write(put: dict[str, Any], condition: str, values: dict[str, Any] | None = 
     if values:
         request["ExpressionAttributeValues"] = values
     _ddb().transact_write_items(TransactItems=[{"Put": request}, _stamp_update()])
-    _mirror_stamp()
+    mirror_stamp()
 
 
-def _mirror_stamp() -> None:
-    """Copy the table's stamp to Redis, where instances check it. Redis down: they check the table instead."""
+def mirror_stamp(stamp: str | None = None) -> None:
+    """Copy the table's stamp (or `stamp`, read from it) to Redis, where instances check it; never raises.
+
+    Set only if greater, so concurrent writers cannot move it back; with a TTL, so a missed mirror (Redis or the
+    table unreachable right after a write) heals when it expires. Meanwhile instances fall back to the table."""
     from underlay.redis_client import breaker, get_redis, key
 
+    if stamp is None:
+        try:
+            stamp = read_stamp_from_table()
+        except Exception:  # not a Redis failure: the breaker is not told; the TTL heals the mirror
+            return
+    if not breaker().allow():
+        return
     try:
-        stamp = read_stamp_from_table()
-        if breaker().allow():
-            get_redis().set(key("flags", "stamp"), stamp)
-            breaker().success()
-    except Exception as error:  # instances fall back to the table's stamp
+        get_redis().eval(_SET_IF_GREATER, 1, key("flags", "stamp"), stamp, STAMP_TTL_SECONDS)
+        breaker().success()
+    except Exception as error:
         breaker().failure(error)
 
 
@@ -122,7 +154,8 @@ def _cancelled(error: Exception) -> bool:
     )
 
 
-def _query_kind(kind: str) -> list[dict[str, Any]]:
+def _query_kind(kind: str, projection: str | None = None) -> list[dict[str, Any]]:
+    """Every item of a kind from the `by_kind` index (eventually consistent: for lists and checks, not loads)."""
     items: list[dict[str, Any]] = []
     request: dict[str, Any] = {
         "TableName": table(),
@@ -130,6 +163,8 @@ def _query_kind(kind: str) -> list[dict[str, Any]]:
         "KeyConditionExpression": "kind = :k",
         "ExpressionAttributeValues": {":k": {"S": kind}},
     }
+    if projection:
+        request["ProjectionExpression"] = projection
     while True:
         page = _ddb().query(**request)
         items += page.get("Items", [])
@@ -138,11 +173,44 @@ def _query_kind(kind: str) -> list[dict[str, Any]]:
         request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
+def _get_consistently(keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The items at `keys` (pk and doc), read with consistent BatchGetItems; a deleted one is left out."""
+    name, items = table(), []
+    for start in range(0, len(keys), BATCH_GET_SIZE):
+        request: dict[str, Any] = {
+            name: {
+                "Keys": keys[start : start + BATCH_GET_SIZE],
+                "ConsistentRead": True,
+                "ProjectionExpression": "pk, doc",
+            }
+        }
+        for attempt in range(8):  # about 4 s of backoff in all
+            reply = _ddb().batch_get_item(RequestItems=request)
+            items += reply.get("Responses", {}).get(name, [])
+            request = reply.get("UnprocessedKeys") or {}
+            if not request:
+                break
+            time.sleep(min(0.05 * 2**attempt, 1.0))  # throttled: back off before asking for the rest
+        else:
+            raise RuntimeError("BatchGetItem kept leaving keys unprocessed")
+    return items
+
+
 def load_all() -> tuple[list[Flag], list[Segment], str]:
-    """Every flag and segment, and the stamp they were read under (read first: a write in between shows next time)."""
+    """Every flag and segment, and the stamp they were read under (read first: a write in between shows next time).
+
+    The index only lists the keys; the documents are read consistently from the table (see the module's doc)."""
     stamp = read_stamp_from_table()
-    flags = [Flag.model_validate_json(i["doc"]["S"]) for i in _query_kind("flag")]
-    segments = [Segment.model_validate_json(i["doc"]["S"]) for i in _query_kind("segment")]
+    keys = [
+        {"pk": i["pk"], "sk": i["sk"]} for kind in ("flag", "segment") for i in _query_kind(kind, "pk, sk")
+    ]
+    flags: list[Flag] = []
+    segments: list[Segment] = []
+    for item in sorted(_get_consistently(keys), key=lambda i: str(i["pk"]["S"])):
+        if item["pk"]["S"].startswith("FLAG#"):
+            flags.append(Flag.model_validate_json(item["doc"]["S"]))
+        else:
+            segments.append(Segment.model_validate_json(item["doc"]["S"]))
     return flags, segments, stamp
 
 
@@ -350,4 +418,4 @@ def delete_segment(key: str) -> None:
             _stamp_update(),
         ]
     )
-    _mirror_stamp()
+    mirror_stamp()
