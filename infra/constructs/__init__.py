@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Validations
-from constructs import IConstruct
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct, IConstruct
 
 
 def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
@@ -13,3 +14,21 @@ def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
     "Acknowledge with 'AwsSolutions::AwsSolutions-L1'", but only the bare id suppresses the finding.
     """
     Validations.of(scope).acknowledge(Acknowledgment(id=rule, reason=reason))
+
+
+def on_failure_queue(
+    scope: Construct, id: str, *, name: str, removal_policy: RemovalPolicy, holds: str
+) -> sqs.Queue:
+    """A queue that is itself a dead-letter destination (an event source's on-failure queue): encrypted, TLS
+    only, kept 14 days, and acknowledged for having no DLQ of its own; `holds` says what lands in it."""
+    queue = sqs.Queue(
+        scope,
+        id,
+        queue_name=name,
+        retention_period=Duration.days(14),
+        encryption=sqs.QueueEncryption.SQS_MANAGED,
+        enforce_ssl=True,
+        removal_policy=removal_policy,
+    )
+    acknowledge(queue, "AwsSolutions-SQS3", f"This queue is itself an on-failure destination: it {holds}.")
+    return queue

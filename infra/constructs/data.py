@@ -17,7 +17,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 from underlay import declaration
 
-from infra.constructs import acknowledge
+from infra.constructs import acknowledge, on_failure_queue
 
 # Tables that only ever grow: entries are appended and never changed or removed, so no grant may carry an
 # action that rewrites or deletes an item (BatchWriteItem and PartiQL can delete too). The audit chain's
@@ -189,20 +189,13 @@ class Data(Construct):
         table = self.tables[name]
         if table.table_stream_arn is None:
             raise ValueError(f"table {name!r} has no stream: declare table_stream on a function first")
-        dlq = sqs.Queue(
+        dlq = on_failure_queue(
             self,
             f"StreamDlq-{function_name}",
-            queue_name=f"{self._stage}-underlay-{function_name}-stream-dlq",
-            retention_period=Duration.days(14),
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
+            name=f"{self._stage}-underlay-{function_name}-stream-dlq",
             removal_policy=self._removal_policy,
-        )
-        acknowledge(
-            dlq,
-            "AwsSolutions-SQS3",
-            f"This queue is itself the on-failure destination of {function_name}'s {name} stream mapping: it "
-            "holds the shard and sequence ranges of batches that kept failing, to replay from the stream.",
+            holds=f"holds the shard and sequence ranges of {function_name}'s {name} stream batches that kept "
+            "failing, to replay from the stream",
         )
         table.grant_stream_read(fn)  # DescribeStream, GetRecords, GetShardIterator, ListStreams, kms:Decrypt
         self._acknowledge_on_role(

@@ -24,7 +24,7 @@ from underlay import declaration
 from underlay import subscriptions as bus_subscriptions
 from underlay.jobs import schedules as job_schedules
 
-from infra.constructs import acknowledge
+from infra.constructs import acknowledge, on_failure_queue
 
 SCHEDULE_QUEUE = "jobs-normal"  # where scheduled jobs are enqueued
 # A consumer's message stays invisible this many times its function's timeout, so a message whose invocation
@@ -238,21 +238,13 @@ class Messaging(Construct):
         like every DLQ), with the notification itself."""
         if topic not in self.topics:
             raise ValueError(f"{function_name} subscribes to undeclared topic {topic!r}")
-        dlq = sqs.Queue(
+        dlq = on_failure_queue(
             self,
             f"TopicDlq-{function_name}",
-            queue_name=f"{self._stage}-underlay-{function_name}-topic-dlq",
-            retention_period=Duration.days(14),
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
+            name=f"{self._stage}-underlay-{function_name}-topic-dlq",
             removal_policy=self._removal_policy,
-        )
-        acknowledge(
-            dlq,
-            "AwsSolutions-SQS3",
-            f"This queue is itself the on-failure queue of {function_name}'s subscription to the {topic} topic: "
-            "it keeps the notifications that could not be delivered or processed, to replay once the cause "
-            "is fixed.",
+            holds=f"keeps the {topic} notifications {function_name} could not take or process, to replay once "
+            "the cause is fixed",
         )
         # SNS's own redrive (notifications it could not deliver): a queue policy for this topic's ARN only.
         fn.add_event_source(event_sources.SnsEventSource(self.topics[topic], dead_letter_queue=dlq))

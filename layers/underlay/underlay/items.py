@@ -35,3 +35,13 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
         elif kind != "NULL":
             raise ValueError(f"unsupported attribute type {kind} for {name}")
     return out
+
+
+def equals_filter(wanted: dict[str, str], names: dict[str, str], values: dict[str, Any]) -> str | None:
+    """A FilterExpression that every `attribute == value` of `wanted` holds (names and values are added to the
+    request's maps), or None when there is nothing to filter on."""
+    parts = []
+    for n, (name, value) in enumerate(sorted(wanted.items())):
+        names[f"#f{n}"], values[f":f{n}"] = name, {"S": value}
+        parts.append(f"#f{n} = :f{n}")
+    return " AND ".join(parts) or None

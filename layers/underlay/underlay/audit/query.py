@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from underlay.audit.chain import CHAIN
 from underlay.errors import FieldError, NotFoundError, ValidationFailedError
 from underlay.ids import id_range
-from underlay.items import from_item
+from underlay.items import equals_filter, from_item
 
 
 class Filters(NamedTuple):
@@ -114,12 +114,9 @@ def list_entries(
         "ScanIndexForward": False,
         "Limit": limit,
     }
-    if rest:
-        parts = []
-        for n, (name, wanted) in enumerate(sorted(rest.items())):
-            names[f"#f{n}"], values[f":f{n}"] = name, {"S": wanted}
-            parts.append(f"#f{n} = :f{n}")
-        request["FilterExpression"] = " AND ".join(parts)
+    narrowing = equals_filter(rest, names, values)
+    if narrowing:
+        request["FilterExpression"] = narrowing
     request["ExpressionAttributeNames"], request["ExpressionAttributeValues"] = names, values
     if start_key:
         request["ExclusiveStartKey"] = start_key

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 from underlay.errors import FieldError, ValidationFailedError
 from underlay.ids import id_range, ulid_bound
+from underlay.items import equals_filter
 from underlay.jobs import PRIORITIES, queue_name, store
 
 
@@ -74,12 +75,9 @@ def list_jobs(
     narrow = {
         k: v for k, v in (("type", filters.type), ("priority", filters.priority)) if v and k != attribute
     }
-    if narrow:
-        parts = []
-        for n, (name, wanted) in enumerate(sorted(narrow.items())):
-            names[f"#f{n}"], values[f":f{n}"] = name, {"S": wanted}
-            parts.append(f"#f{n} = :f{n}")
-        request["FilterExpression"] = " AND ".join(parts)
+    narrowing = equals_filter(narrow, names, values)
+    if narrowing:
+        request["FilterExpression"] = narrowing
     request["ExpressionAttributeNames"], request["ExpressionAttributeValues"] = names, values
     if cursor:
         request["ExclusiveStartKey"] = pagination.decode(cursor, scope)
