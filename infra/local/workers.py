@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,7 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
     return {"Records": records}
 
 
-class _Loop:
+class _Loop(ABC):
     """A daemon thread running `tick()` until stopped."""
 
     name = "loop"
@@ -87,8 +88,9 @@ class _Loop:
             if not busy:
                 self._stop.wait(IDLE_SECONDS)
 
+    @abstractmethod
     def tick(self) -> bool:
-        raise NotImplementedError
+        """One round of work; True when there was work (the loop goes again at once), False to idle."""
 
 
 class QueueConsumer(_Loop):

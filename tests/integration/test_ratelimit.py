@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import shutil
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -369,34 +366,19 @@ def test_fail_closed_answers_503_problem(dead_redis: pytest.MonkeyPatch) -> None
 
 
 def test_a_redis_that_stops_mid_flight_fails_open(env: pytest.MonkeyPatch) -> None:
-    binary = shutil.which("redis-server")
-    assert binary is not None
-    port, workdir = free_port(), tempfile.mkdtemp(prefix="underlay-rl-")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-    )
+    from infra.local.stack import RedisProcess
+
+    server = RedisProcess()
     try:
-        url = f"redis://127.0.0.1:{port}/0"
-        env.setenv("UNDERLAY_REDIS__URL", url)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis.Redis.from_url(url).ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+        env.setenv("UNDERLAY_REDIS__URL", server.start())
         first = health()
         assert first["statusCode"] == 200 and first["headers"]["X-RateLimit-Remaining"] == "4"
-        process.terminate()
-        process.wait(timeout=10)
+        server.stop()
         after = [health() for _ in range(6)]  # more than the limit: nobody is counting now
         assert {r["statusCode"] for r in after} == {200}
         assert "X-RateLimit-Remaining" not in after[-1]["headers"]
     finally:
-        process.kill()
-        process.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        server.stop()
 
 
 # --- the admin reset -------------------------------------------------------------------------------

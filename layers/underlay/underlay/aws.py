@@ -53,6 +53,12 @@ def client(service: str) -> Any:
         return _clients[service]
 
 
+def error_code(error: BaseException) -> str:
+    """The AWS error code of a botocore ClientError (`ConditionalCheckFailedException`, ...); "" for anything else."""
+    response = getattr(error, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
 def reset_clients() -> None:
     """Forget cached clients (tests switching endpoints or credentials)."""
     global _session

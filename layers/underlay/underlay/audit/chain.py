@@ -26,6 +26,7 @@ import threading
 import time
 from typing import Any, NamedTuple
 
+from underlay.aws import error_code
 from underlay.items import to_item
 
 CHAIN = "main"
@@ -150,7 +151,7 @@ class AuditChain:
                     ]
                 )
             except ClientError as error:
-                if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                if error_code(error) != "TransactionCanceledException":
                     raise
                 response = dict(error.response)
                 head = _head_from_cancellation(response)  # None: read it again

@@ -26,6 +26,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
+from underlay.aws import error_code
 from underlay.errors import (
     ConfigInvalidError,
     ConflictError,
@@ -146,12 +147,7 @@ def read_stamp_from_table() -> str:
 
 
 def _cancelled(error: Exception) -> bool:
-    from botocore.exceptions import ClientError
-
-    return (
-        isinstance(error, ClientError)
-        and error.response.get("Error", {}).get("Code") == "TransactionCanceledException"
-    )
+    return error_code(error) == "TransactionCanceledException"
 
 
 def _query_kind(kind: str, projection: str | None = None) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from underlay.aws import error_code
 from underlay.errors import ConflictError, FieldError, ValidationFailedError
 from underlay.jobs.store import FINISHED, Priority, Status
 
@@ -333,7 +334,7 @@ def delete(job_id: str) -> dict[str, Any]:
                 TableName=store.table(), Key={"pk": {"S": job["idempotency_claim"]}, "sk": {"S": "IDEM"}}
             )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+        if error_code(error) == "ConditionalCheckFailedException":
             raise ConflictError("The job started meanwhile; cancel it instead.") from error
         raise
     if job.get("run_at"):

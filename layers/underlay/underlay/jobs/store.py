@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from underlay.aws import error_code
 from underlay.errors import ConfigInvalidError, NotFoundError
 from underlay.items import attr, from_item, to_item
 
@@ -170,7 +171,7 @@ def transition(
             )["Attributes"]
         )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+        if error_code(error) == "ConditionalCheckFailedException":
             return None
         raise
 
@@ -229,6 +230,6 @@ def start(job_id: str, *, lease_seconds: int) -> dict[str, Any] | None:
             )["Attributes"]
         )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+        if error_code(error) == "ConditionalCheckFailedException":
             return None
         raise

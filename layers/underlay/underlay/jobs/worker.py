@@ -25,6 +25,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from underlay.aws import error_code
 from underlay.jobs import store
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ def _materialize(body: dict[str, Any], record: SQSRecord) -> str | None:
             TableName=store.table(), Item=item, ConditionExpression="attribute_not_exists(pk)"
         )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+        if error_code(error) != "ConditionalCheckFailedException":
             raise
     return job_id
 
@@ -337,7 +338,7 @@ def _claim_schedule(job: dict[str, Any]) -> bool:
             ExpressionAttributeValues={":now": {"N": str(now)}, ":id": {"S": job["id"]}},
         )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+        if error_code(error) == "ConditionalCheckFailedException":
             return False
         raise
     job["_claimed"] = True
