@@ -131,7 +131,9 @@ def test_results_are_cached_per_instance(stack: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("stack")
 def test_the_call_counter_sees_every_aws_call() -> None:
     from underlay.aws import count_aws_calls
+    from underlay.settings import get_settings
 
+    get_settings()  # a warm instance: the configuration is loaded
     with count_aws_calls() as calls:
         call("/v1/health/database")
     expected = len(declaration.TABLES) + len(declaration.BUCKETS)

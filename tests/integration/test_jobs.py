@@ -13,6 +13,7 @@ from underlay import declaration, jobs
 from underlay.aws import count_aws_calls
 from underlay.job_types import Backoff, JobContext, job_type
 from underlay.jobs import query, schedules
+from underlay.settings import get_settings
 
 from tests.conftest import http_event, run_queue
 
@@ -66,6 +67,7 @@ def drain(env: dict[str, str], queue: str = "jobs-normal", *, rounds: int = 10) 
 
 
 def test_enqueue_run_and_history(env: dict[str, str]) -> None:
+    get_settings()  # a warm instance: the configuration is loaded
     with count_aws_calls() as calls:
         job_id = jobs.enqueue("test.echo", {"key": "a"}, priority="normal")
         enqueue_calls = calls.by_operation

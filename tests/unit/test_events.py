@@ -10,6 +10,7 @@ import pytest
 from moto import mock_aws
 from underlay import context, events
 from underlay.aws import client, count_aws_calls
+from underlay.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
@@ -27,6 +28,8 @@ def bus(clean_env: pytest.MonkeyPatch) -> Iterator[Any]:
         )
         eb.put_targets(Rule="all", EventBusName="test-bus", Targets=[{"Id": "sink", "Arn": arn}])
         clean_env.setenv("UNDERLAY_EVENT_BUS", "test-bus")
+        get_settings()  # the cold load publishes ConfigurationLoaded; tests read only their own events
+        sqs.purge_queue(QueueUrl=url)
 
         def received() -> list[dict[str, Any]]:
             messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])

@@ -125,7 +125,12 @@ def _send(entries: list[dict[str, Any]]) -> None:
         from underlay.aws import client
         from underlay.settings import get_settings
 
-        bus = get_settings().event_bus
+        try:
+            bus = get_settings().event_bus
+        except Exception:  # invalid settings: ConfigurationValidated must still reach the bus CDK configured
+            import os
+
+            bus = os.environ.get("UNDERLAY_EVENT_BUS")
         if not bus:
             get_logger().debug("no event bus configured; events dropped", extra={"count": len(entries)})
             return

@@ -109,6 +109,7 @@ class RequestHook(Protocol):
 # a hook imports its heavy dependencies (redis, boto3) inside `before`/`after`, not at module level.
 REQUEST_HOOKS: tuple[str, ...] = (
     # --- config (issue 5: hot reload check) ---
+    "underlay.config.runtime:hook",
     # --- end of config ---
     # --- cache (issue 3: rate limiting) ---
     "underlay.ratelimit:hook",

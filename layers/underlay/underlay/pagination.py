@@ -30,13 +30,10 @@ def _key() -> bytes:
     from underlay.settings import get_settings
 
     settings = get_settings()
-    if settings.http.cursor_secret is not None:
-        return settings.http.cursor_secret.get_secret_value().encode()
-    if settings.http.cursor_secret_arn:
-        from underlay.aws import client
+    if settings.http.cursor_secret is not None or settings.http.cursor_secret_arn:
+        from underlay.config.secrets import resolve
 
-        value = client("secretsmanager").get_secret_value(SecretId=settings.http.cursor_secret_arn)
-        return str(value["SecretString"]).encode()
+        return str(resolve(settings.http.cursor_secret, settings.http.cursor_secret_arn)).encode()
     if settings.stage == "dev":
         return _DEV_KEY
     raise ConfigInvalidError("No cursor signing key is configured (http.cursor_secret_arn).")

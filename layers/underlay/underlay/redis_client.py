@@ -26,17 +26,9 @@ _client: redis.Redis | None = None
 
 
 def _auth_token(secret_arn: str) -> str:
-    import json
+    from underlay.config.secrets import fetch
 
-    from underlay.aws import client
-
-    raw = client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"]
-    # CDK-generated secrets are JSON ({"token": ...}); a plain string works too.
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return str(raw)
-    return str(value.get("token") or value.get("password") or raw) if isinstance(value, dict) else str(raw)
+    return fetch(secret_arn)  # CDK's generated secret is JSON ({"token": ...}); a plain string works too
 
 
 def get_redis() -> redis.Redis:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -69,8 +69,14 @@ class HttpSettings(BaseModel):
     cursor_secret_arn: str | None = None
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
 class ObservabilitySettings(BaseModel):
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: LogLevel = "INFO"
+    # Per component, live: a function name ("flags") sets that function's logger; any other name is a Python
+    # logger ("botocore", "urllib3"). Unlisted components use `log_level`.
+    log_levels: dict[str, LogLevel] = Field(default_factory=dict)
     tracing_enabled: bool = False
     metrics_namespace: str = "Underlay"
 
@@ -215,6 +221,14 @@ class FlagsSettings(BaseModel):
     stale_days: int = Field(default=30, ge=1, le=3650)  # the stale scan's N
 
 
+class ConfigSettings(BaseModel):
+    """Runtime configuration (issue 5): how often a warm instance checks the config table's version stamp."""
+
+    refresh_seconds: float = Field(default=5.0, ge=0, le=3600)
+    history_limit: int = Field(default=50, ge=1, le=500)  # history page size cap
+    secret_cache_seconds: int = Field(default=300, ge=0, le=86_400)  # Powertools Parameters max_age
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -235,6 +249,7 @@ class Settings(BaseModel):
     flags: FlagsSettings = Field(default_factory=FlagsSettings)
     # --- end of flags ---
     # --- config (issue 5) ---
+    config: ConfigSettings = Field(default_factory=ConfigSettings)
     # --- end of config ---
     # --- audit (issue 6) ---
     audit: AuditSettings = Field(default_factory=AuditSettings)
@@ -269,13 +284,15 @@ def detect_stage() -> Stage:
 
 
 ENV_PREFIX = "UNDERLAY_"
+# The stage config's settings document (layer 2), deployed by CDK as one JSON variable; see `underlay.config`.
+STAGE_SETTINGS_ENV = "UNDERLAY_STAGE_SETTINGS"
 
 
-def env_source(environ: dict[str, str] | None = None) -> dict[str, Any]:
+def env_source(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """`UNDERLAY_A__B=v` → `{"a": {"b": v}}`; values that look like JSON lists/objects are parsed."""
     data: dict[str, Any] = {}
     for name, value in (os.environ if environ is None else environ).items():
-        if not name.upper().startswith(ENV_PREFIX):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() == STAGE_SETTINGS_ENV:
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
         node = data
@@ -295,11 +312,20 @@ def env_source(environ: dict[str, str] | None = None) -> dict[str, Any]:
     return data
 
 
-@lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The effective settings, validated once. Raises pydantic `ValidationError` naming every bad field."""
-    return Settings.model_validate(env_source())
+    """The effective settings: defaults < stage config < runtime settings (config table) < environment.
+
+    Loaded and validated once per process (`underlay.config.runtime`), then swapped atomically when a
+    request boundary's `refresh_if_due()` sees a new version. Raises pydantic `ValidationError` (title
+    "Settings") naming every bad field when the effective configuration is invalid.
+    """
+    from underlay.config.runtime import effective
+
+    return effective()
 
 
 def reset_settings() -> None:
-    get_settings.cache_clear()
+    """Forget the loaded configuration; the next `get_settings()` loads it again (tests, the local stack)."""
+    from underlay.config.runtime import reset
+
+    reset()

@@ -1,0 +1,361 @@
+"""The effective configuration of this process: four layers, validated once, swapped atomically on change.
+
+Precedence, lowest first (the source of each key is reported by the config API and logged at cold start):
+1. `default`: the pydantic models in `underlay.settings`.
+2. `stage`: the stage config's `settings` document (`infra/stages/<stage>.json`), validated at synth and
+   deployed as the `UNDERLAY_STAGE_SETTINGS` variable.
+3. `runtime`: values in the config table (`underlay.config.store`), each one validated when written.
+4. `env`: `UNDERLAY_*` variables, for local work and emergencies.
+
+A runtime value replaces the whole key (`ratelimit.tiers` is one value); the stage and env layers merge into it
+field by field. A cold start loads everything with one Query. After that, `refresh_if_due()` (called at every
+request and batch boundary) reads the stamp at most every `config.refresh_seconds`; when it moved, the new
+layers are loaded and validated and swapped in, or, when invalid, refused with an error log and the
+`ConfigReloadRejected` metric while the old settings stay in force.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from underlay.config import keys, store
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+    from underlay.http import RequestInfo
+    from underlay.settings import Settings
+
+Source = Literal["default", "stage", "runtime", "env"]
+_FAILURE_RETRY_SECONDS = 5.0
+
+
+class Loaded(NamedTuple):
+    settings: Settings
+    sources: dict[str, Source]
+    snapshot: store.Snapshot  # the runtime layer and its stamp (the configuration version)
+    table: str | None  # the config table, when this function may read it
+    stage: dict[str, Any]
+    env: dict[str, Any]
+
+    @property
+    def version(self) -> int:
+        return self.snapshot.stamp
+
+
+_lock = threading.RLock()
+_state: Loaded | None = None
+_failure: tuple[ValidationError, float] | None = None
+_checked_at = 0.0
+_rejected_stamp: int | None = None
+_applied_levels: dict[str, str] = {}
+
+
+# --- layers -----------------------------------------------------------------------------------------
+
+
+def stage_layer(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    from underlay.settings import STAGE_SETTINGS_ENV
+
+    raw = (os.environ if environ is None else environ).get(STAGE_SETTINGS_ENV, "")
+    if not raw:
+        return {}
+    value = json.loads(raw)  # written by CDK from a validated document; a broken one should fail loudly
+    return value if isinstance(value, dict) else {}
+
+
+def merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, dicts merged key by key (copies; neither input changes)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def compose(stage: dict[str, Any], runtime: Mapping[str, Any], env: dict[str, Any]) -> dict[str, Any]:
+    """The document `Settings` validates: stage, then each runtime key replaced wholesale, then env."""
+    document = merge({}, stage)
+    for name, value in runtime.items():
+        key = keys.lookup(name)
+        if key is not None:
+            keys.set_at(document, key.path, value)
+    return merge(document, env)
+
+
+def sources_of(stage: dict[str, Any], runtime: Mapping[str, Any], env: dict[str, Any]) -> dict[str, Source]:
+    found: dict[str, Source] = {}
+    for name, key in keys.catalogue().items():
+        if keys.value_at(env, key.path)[0]:
+            found[name] = "env"
+        elif name in runtime:
+            found[name] = "runtime"
+        elif keys.value_at(stage, key.path)[0]:
+            found[name] = "stage"
+        else:
+            found[name] = "default"
+    return found
+
+
+def validate(document: dict[str, Any]) -> Settings:
+    """Raises pydantic `ValidationError` (title "Settings") naming every bad field."""
+    from underlay.settings import Settings
+
+    return Settings.model_validate(document)
+
+
+def _table(env: dict[str, Any]) -> str | None:
+    tables = env.get("tables")
+    if not isinstance(tables, dict):
+        return None
+    name = tables.get("config")
+    return str(name) if name else None
+
+
+def build(
+    snapshot: store.Snapshot, *, stage: dict[str, Any], env: dict[str, Any], table: str | None
+) -> Loaded:
+    settings = validate(compose(stage, snapshot.values, env))
+    return Loaded(settings, sources_of(stage, snapshot.values, env), snapshot, table, stage, env)
+
+
+# --- this process's configuration ---------------------------------------------------------------------
+
+
+def current() -> Loaded:
+    """The loaded configuration (loading it on first use). Raises `ValidationError` while it is invalid."""
+    state = _state
+    if state is not None:
+        return state
+    with _lock:
+        if _state is not None:
+            return _state
+        if _failure is not None and time.monotonic() - _failure[1] < _FAILURE_RETRY_SECONDS:
+            raise _failure[0]
+        return _cold_load()
+
+
+def effective() -> Settings:
+    return current().settings
+
+
+def _cold_load() -> Loaded:
+    global _state, _failure, _checked_at
+    from pydantic import ValidationError
+    from underlay.settings import env_source
+
+    stage, env = stage_layer(), env_source()
+    table = _table(env)
+    snapshot, load_error = store.EMPTY, None
+    if table:
+        try:
+            snapshot = store.load(table)
+        except (
+            Exception
+        ) as error:  # the table is unreachable: serve defaults, stage and env; retry on refresh
+            load_error, snapshot = error, store.UNKNOWN
+    try:
+        loaded = build(snapshot, stage=stage, env=env, table=table)
+    except ValidationError as error:
+        _failure = (error, time.monotonic())
+        _report_invalid(error, snapshot.stamp, when="load")
+        raise
+    _state, _failure, _checked_at = loaded, None, time.monotonic()
+    if load_error is not None:
+        _checked_at = 0.0  # try the table again at the next boundary
+        _snapshot_unavailable(load_error)
+    _apply_logger_levels(loaded.settings)
+    _report_loaded(loaded)
+    return loaded
+
+
+def refresh_if_due(*, force: bool = False) -> bool:
+    """Check the version stamp (at most every `config.refresh_seconds`) and swap in a changed configuration.
+
+    Returns True when new settings were swapped in. Never raises for a store or validation problem: the
+    settings in force stay in force.
+    """
+    global _checked_at
+    state = current()
+    if state.table is None:
+        return False
+    now = time.monotonic()
+    if not force and now - _checked_at < state.settings.config.refresh_seconds:
+        return False
+    _checked_at = now
+    try:
+        stamp = store.read_stamp(state.table)
+    except Exception as error:
+        _snapshot_unavailable(error)
+        return False
+    if stamp == state.version and not force:
+        return False
+    if stamp == _rejected_stamp and not force:
+        return False
+    return _reload(state)
+
+
+def _reload(old: Loaded) -> bool:
+    global _state, _rejected_stamp
+    from pydantic import ValidationError
+
+    assert old.table is not None
+    try:
+        snapshot = store.load(old.table)
+    except Exception as error:
+        _snapshot_unavailable(error)
+        return False
+    try:
+        new = build(snapshot, stage=old.stage, env=old.env, table=old.table)
+    except ValidationError as error:
+        _rejected_stamp = snapshot.stamp
+        _report_invalid(error, snapshot.stamp, when="reload")
+        return False
+    with _lock:
+        _state = new
+        _rejected_stamp = None
+    _apply_logger_levels(new.settings)
+    _report_reloaded(old, new)
+    return True
+
+
+def reset() -> None:
+    global _state, _failure, _checked_at, _rejected_stamp
+    with _lock:
+        _state = _failure = _rejected_stamp = None
+        _checked_at = 0.0
+        _applied_levels.clear()
+
+
+def changed_keys(old: Settings, new: Settings) -> list[str]:
+    before, after = old.model_dump(mode="json"), new.model_dump(mode="json")
+    return [
+        name
+        for name, key in keys.catalogue().items()
+        if keys.value_at(before, key.path) != keys.value_at(after, key.path)
+    ]
+
+
+# --- log levels per component -------------------------------------------------------------------------
+
+
+def apply_function_log_level(function: str) -> None:
+    """Set this function's logger to its level from `observability.log_levels` (or `log_level`)."""
+    settings = effective()
+    level = settings.observability.log_levels.get(function, settings.observability.log_level)
+    if _applied_levels.get("") == level:
+        return
+    from underlay.observability import get_logger
+
+    get_logger().setLevel(level)
+    _applied_levels[""] = level
+
+
+def _apply_logger_levels(settings: Settings) -> None:
+    """Python loggers named in `observability.log_levels` ("botocore", "urllib3", ...); function names are
+    applied per request by `apply_function_log_level`."""
+    from underlay import declaration
+
+    functions = {f.name for f in declaration.FUNCTIONS}
+    _applied_levels.pop("", None)  # the function logger is re-applied at the next request
+    for name, level in settings.observability.log_levels.items():
+        if name not in functions and _applied_levels.get(name) != level:
+            logging.getLogger(name).setLevel(level)
+            _applied_levels[name] = level
+
+
+# --- reporting: logs, metrics, events (after the state is set, so they can read settings) ----------------
+
+
+def _report_loaded(loaded: Loaded) -> None:
+    from underlay import events
+    from underlay.observability import get_logger
+
+    overridden = {name: source for name, source in loaded.sources.items() if source != "default"}
+    get_logger().info(
+        "configuration loaded",
+        extra={
+            "stage": loaded.settings.stage,
+            "config_version": loaded.version,
+            "sources": overridden,  # key -> source; values are not logged, so secrets cannot leak here
+            "runtime_keys": sorted(loaded.snapshot.values),
+        },
+    )
+    events.publish(
+        "ConfigurationLoaded",
+        {
+            "stage": loaded.settings.stage,
+            "version": loaded.version,
+            "runtime_keys": sorted(loaded.snapshot.values),
+        },
+    )
+
+
+def _report_reloaded(old: Loaded, new: Loaded) -> None:
+    from underlay import events
+    from underlay.observability import get_logger
+
+    changed = changed_keys(old.settings, new.settings)
+    get_logger().info(
+        "configuration reloaded",
+        extra={"from_version": old.version, "config_version": new.version, "changed": changed},
+    )
+    events.publish(
+        "ConfigurationReloaded", {"from_version": old.version, "version": new.version, "changed": changed}
+    )
+
+
+def _report_invalid(error: ValidationError, stamp: int, *, when: str) -> None:
+    from aws_lambda_powertools.metrics import MetricUnit
+    from underlay import events
+    from underlay.errors import field_errors_from_pydantic
+    from underlay.observability import get_logger, get_metrics
+
+    errors = [{"field": e.field, "message": e.message} for e in field_errors_from_pydantic(error.errors())]
+    if when == "reload":
+        get_logger().error(
+            "configuration reload refused: the new settings are invalid; the current ones stay in force",
+            extra={"config_version": stamp, "errors": errors},
+        )
+        get_metrics().add_metric(name="ConfigReloadRejected", unit=MetricUnit.Count, value=1)
+    else:
+        get_logger().error("configuration is invalid", extra={"config_version": stamp, "errors": errors})
+        get_metrics().add_metric(name="ConfigInvalid", unit=MetricUnit.Count, value=1)
+    events.publish(
+        "ConfigurationValidated", {"valid": False, "version": stamp, "when": when, "errors": errors}
+    )
+
+
+def _snapshot_unavailable(error: BaseException) -> None:
+    from aws_lambda_powertools.metrics import MetricUnit
+    from underlay.aws import error_code
+    from underlay.observability import get_logger, get_metrics
+
+    get_logger().warning(
+        "config table unavailable; the settings in force stay in force",
+        extra={"error": error_code(error) or type(error).__name__},
+    )
+    get_metrics().add_metric(name="ConfigStoreUnavailable", unit=MetricUnit.Count, value=1)
+
+
+# --- the request hook (`underlay.http.REQUEST_HOOKS`) ---------------------------------------------------
+
+
+class _ConfigHook:
+    """Checks the version stamp at each request (at most every `config.refresh_seconds`) and applies the
+    function's log level."""
+
+    def before(self, request: RequestInfo) -> None:
+        refresh_if_due()
+        if request.route is not None:
+            apply_function_log_level(request.route.function)
+
+    def after(self, request: RequestInfo, status: int, headers: dict[str, str]) -> None:
+        return None
+
+
+hook = _ConfigHook()
