@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 from underlay import declaration
+from underlay.settings import STAGE_SETTINGS_ENV
 
 from infra.constructs.api import Api
 from infra.constructs.audit import Audit
@@ -21,6 +21,7 @@ from infra.constructs.functions import Functions
 from infra.constructs.messaging import Messaging, is_job_worker
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.network import Network
+from infra.constructs.secrets import Secrets
 from infra.stage_config import LOG_RETENTION_DAYS, StageConfig
 
 SERVICE = "underlay"
@@ -116,6 +117,8 @@ class UnderlayStack(Stack):
             from_address=config.email.from_address,
             from_name=config.email.from_name,
         )
+        self.secrets = Secrets(self, "Secrets", stage=config.stage, removal_policy=removal)
+        self.cursor_secret = self.secrets.cursor
         self.functions = Functions(
             self,
             "Functions",
@@ -126,11 +129,11 @@ class UnderlayStack(Stack):
                 "UNDERLAY_SERVICE": SERVICE,
                 "UNDERLAY_VERSION": version,
                 "UNDERLAY_RELEASE_ID": release_id,
-                "UNDERLAY_OBSERVABILITY__TRACING_ENABLED": json.dumps(config.tracing),
                 "UNDERLAY_AUTH__ISSUER": config.auth.issuer,
                 "UNDERLAY_AUTH__AUDIENCE": config.auth.audience,
                 "UNDERLAY_AUTH__JWKS_URL": config.auth.jwks_url,
-                "UNDERLAY_HTTP__CORS_ORIGINS": json.dumps(config.api.cors_origins),
+                # Layer 2 of the configuration (underlay.config.runtime), validated when the stage file was read.
+                STAGE_SETTINGS_ENV: config.settings_json(),
             },
             tracing=config.tracing,
             log_retention=log_retention,
@@ -194,6 +197,13 @@ class UnderlayStack(Stack):
 
     def _grant(self, fn: lambda_.Function, spec: declaration.Function) -> None:
         """Least privilege from the declaration: each grant adds its permissions and the physical name."""
+        if spec.reads_config and not any(g.kind == "table" and g.name == "config" for g in spec.grants):
+            self.data.grant_table(fn, "config", "read")  # runtime settings and the version stamp
+            fn.add_environment(declaration.env_name("table", "config"), self.data.tables["config"].table_name)
+        if any(r.function == spec.name for r in declaration.ROUTES):
+            # Signs list cursors (underlay.pagination); generated here, read through Powertools Parameters.
+            fn.add_environment("UNDERLAY_HTTP__CURSOR_SECRET_ARN", self.cursor_secret.secret_arn)
+            self.cursor_secret.grant_read(fn)
         if spec.needs_redis:
             fn.add_environment("UNDERLAY_REDIS__HOST", self.cache.host)
             fn.add_environment("UNDERLAY_REDIS__PORT", self.cache.port)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from underlay.email.addresses import EmailAddress
@@ -112,6 +112,35 @@ class EmailConfig(_Strict):
         return self.from_address.rpartition("@")[2] if self.from_address else None
 
 
+_PROBLEM_SEPARATOR = "\n"
+SETTINGS_MAX_BYTES = 2048  # of the 4 KB Lambda allows for all environment variables
+
+
+def _settings_document(value: dict[str, Any]) -> dict[str, Any]:
+    """The stage's layer of runtime settings (`underlay.config`): validated against the same schema the functions
+    use, with every bad field named (`settings.cache.default_ttl_seconds: ...`). Secrets never go in a file."""
+    from pydantic import ValidationError as _Invalid
+    from underlay.config import keys
+    from underlay.config.runtime import compose, validate
+
+    problems = [
+        f"{k.name}: secrets come from Secrets Manager or SSM SecureString, never from a stage file"
+        for k in keys.catalogue().values()
+        if k.secret and keys.value_at(value, k.path)[0]
+    ]
+    for section, fields in value.items():
+        names = [f"{section}.{f}" for f in fields] if isinstance(fields, dict) else [section]
+        problems += [f"{name}: there is no such setting" for name in names if keys.lookup(name) is None]
+    if not problems:
+        try:
+            validate(compose(value, {}, {}))
+        except _Invalid as error:
+            problems += [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()]
+    if problems:
+        raise ValueError(_PROBLEM_SEPARATOR.join(problems))
+    return value
+
+
 class StageConfig(_Strict):
     stage: Stage
     account: str | None = Field(default=None, pattern=r"^\d{12}$")
@@ -126,6 +155,33 @@ class StageConfig(_Strict):
     removal_policy: Literal["retain", "destroy"]
     tracing: bool = False
     audit_retention_days: int = Field(ge=1, le=36500, description="Object Lock COMPLIANCE days")
+    # Layer 2 of the runtime configuration: any non-secret setting, e.g. {"cache": {"default_ttl_seconds": 300}}.
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("settings")
+    @classmethod
+    def _settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _settings_document(value)
+
+    def settings_document(self) -> dict[str, Any]:
+        """What functions get as `UNDERLAY_STAGE_SETTINGS`: the stage's settings plus the API's CORS origins and
+        the tracing switch, so runtime values can still override the origins."""
+        from underlay.config.runtime import merge
+
+        derived = {
+            "http": {"cors_origins": self.api.cors_origins},
+            "observability": {"tracing_enabled": self.tracing},
+        }
+        return merge(derived, self.settings)
+
+    def settings_json(self) -> str:
+        """`settings_document()` as the `UNDERLAY_STAGE_SETTINGS` value; Lambda allows 4 KB of environment in all."""
+        document = json.dumps(self.settings_document(), separators=(",", ":"), sort_keys=True)
+        if len(document) > SETTINGS_MAX_BYTES:
+            raise StageConfigError(
+                f"stage {self.stage}: the settings document is {len(document)} bytes; the limit is {SETTINGS_MAX_BYTES}"
+            )
+        return document
 
     @field_validator("log_retention_days")
     @classmethod
@@ -160,7 +216,14 @@ def load_stage_config(path: Path, *, expected_stage: str | None = None) -> Stage
     try:
         config = StageConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()]
+        lines = []
+        for e in exc.errors():
+            where = ".".join(map(str, e["loc"])) or "(top level)"
+            if where == "settings" and e["type"] == "value_error":  # one line per bad setting
+                problems = str(e["msg"]).removeprefix("Value error, ").split(_PROBLEM_SEPARATOR)
+                lines += [f"  settings.{p}" for p in problems]
+            else:
+                lines.append(f"  {where}: {e['msg']}")
         raise StageConfigError(f"stage config {shown} is invalid:\n" + "\n".join(lines)) from None
     if expected_stage is not None and config.stage != expected_stage:
         raise StageConfigError(

@@ -142,3 +142,27 @@ def aws(clean_env: pytest.MonkeyPatch, redis_url: str) -> Iterator[dict[str, str
             clean_env.setenv(name, value)
         clean_env.setenv("UNDERLAY_REDIS__URL", redis_url)
         yield names
+
+
+@pytest.fixture
+def moto_server(clean_env: pytest.MonkeyPatch, redis_url: str) -> Iterator[dict[str, str]]:
+    """A moto server with every declared resource, so two processes share one AWS; yields the environment
+    (set in this process too) that a child process needs."""
+    from infra.local.stack import AwsService, _reset_process_caches
+
+    aws = AwsService()
+    aws.start()
+    env = {
+        **aws.names,
+        "AWS_ENDPOINT_URL": aws.endpoint,
+        "UNDERLAY_REDIS__URL": redis_url,
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    _reset_process_caches()
+    try:
+        yield env
+    finally:
+        aws.stop()
+        _reset_process_caches()

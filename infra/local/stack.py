@@ -362,13 +362,19 @@ class LocalStack:
 
     def environment(self) -> dict[str, str]:
         """What the handlers see: the same variables CDK sets on AWS, pointed at the embedded services."""
+        from underlay.settings import STAGE_SETTINGS_ENV
+
+        from infra.stage_config import load_stage_config, stage_file
+
+        stage = os.environ.get("UNDERLAY_STAGE", "dev")
         env = {
+            STAGE_SETTINGS_ENV: load_stage_config(stage_file(stage)).settings_json(),
             "AWS_ENDPOINT_URL": self.aws.endpoint,
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
-            "UNDERLAY_STAGE": os.environ.get("UNDERLAY_STAGE", "dev"),
+            "UNDERLAY_STAGE": stage,
             "UNDERLAY_REDIS__URL": self.redis.url,
             "UNDERLAY_AUTH__ISSUER": self.issuer.issuer,
             "UNDERLAY_AUTH__AUDIENCE": self.issuer.audience,
@@ -429,6 +435,7 @@ def _reset_process_caches() -> None:
     from underlay.auth import reset_verifier
     from underlay.aws import reset_clients
     from underlay.cache import reset_cache
+    from underlay.config.secrets import reset_secrets
     from underlay.flags import reset_flags
     from underlay.health import clear_cache
     from underlay.observability import reset_observability
@@ -438,6 +445,7 @@ def _reset_process_caches() -> None:
     from underlay.settings import reset_settings
 
     reset_settings()
+    reset_secrets()
     reset_key()
     reset_clients()
     reset_redis()

@@ -110,6 +110,13 @@ def allowed(statements: list[dict[str, Any]], prefix: str) -> dict[str, set[str]
     return found
 
 
+def beyond_config(synth: Synth, found: dict[str, set[str]]) -> dict[str, set[str]]:
+    """`allowed(..., "dynamodb:")` without the config table, which every function but the authorizer reads."""
+    config = arn(synth, synth.stack.data.tables["config"])
+    trimmed = {action: resources - {config} for action, resources in found.items()}
+    return {action: resources for action, resources in trimmed.items() if resources}
+
+
 def arn(synth: Synth, construct: Any, attribute: str = "Arn") -> str:
     """A construct's `Fn::GetAtt` as `allowed` renders resources."""
     return json.dumps(get_att(synth.logical_id(construct), attribute), sort_keys=True)

@@ -13,11 +13,10 @@ BASE_ENV = {
     "UNDERLAY_SERVICE",
     "UNDERLAY_VERSION",
     "POWERTOOLS_SERVICE_NAME",
-    "UNDERLAY_OBSERVABILITY__TRACING_ENABLED",
+    "UNDERLAY_STAGE_SETTINGS",
     "UNDERLAY_AUTH__ISSUER",
     "UNDERLAY_AUTH__AUDIENCE",
     "UNDERLAY_AUTH__JWKS_URL",
-    "UNDERLAY_HTTP__CORS_ORIGINS",
 }
 REDIS_ENV = {
     "UNDERLAY_REDIS__HOST",
@@ -78,11 +77,10 @@ def test_every_function_gets_the_stage_settings(synth: Synth) -> None:
         assert env["UNDERLAY_STAGE"] == config.stage
         assert env["UNDERLAY_SERVICE"] == "underlay"
         assert env["POWERTOOLS_SERVICE_NAME"] == spec.name
-        assert env["UNDERLAY_OBSERVABILITY__TRACING_ENABLED"] == json.dumps(config.tracing)
+        assert json.loads(env["UNDERLAY_STAGE_SETTINGS"]) == config.settings_document()
         assert env["UNDERLAY_AUTH__ISSUER"] == config.auth.issuer
         assert env["UNDERLAY_AUTH__AUDIENCE"] == config.auth.audience
         assert env["UNDERLAY_AUTH__JWKS_URL"] == config.auth.jwks_url
-        assert json.loads(env["UNDERLAY_HTTP__CORS_ORIGINS"]) == config.api.cors_origins
         assert set(env) & REDIS_ENV == (REDIS_ENV if spec.needs_redis else set()), spec.name
 
 
@@ -105,6 +103,8 @@ def test_granted_resources_arrive_as_physical_names(synth: Synth) -> None:
     for spec in declaration.FUNCTIONS:
         env = _function(synth, spec.name)["Environment"]["Variables"]
         expected: dict[str, object] = {}
+        if spec.reads_config:
+            expected[declaration.env_name("table", "config")] = ref(synth.logical_id(data.tables["config"]))
         for grant in spec.grants:
             if grant.kind == "table":
                 for name in data.tables if grant.name == "*" else [grant.name]:

@@ -16,7 +16,16 @@ from infra.constructs.data import (
     WRITE_ITEMS,
     table_write_actions,
 )
-from tests.infra.conftest import Synth, all_statements, allowed, arn, as_list, index_arns, role_statements
+from tests.infra.conftest import (
+    Synth,
+    all_statements,
+    allowed,
+    arn,
+    as_list,
+    beyond_config,
+    index_arns,
+    role_statements,
+)
 
 WILDCARD_ACTIONS = {"*", "dynamodb:*", "s3:*", "sqs:*", "kms:*", "iam:*", "events:*", "secretsmanager:*"}
 
@@ -25,6 +34,7 @@ def test_health_may_only_describe_tables_and_read_its_history(synth: Synth) -> N
     tables = synth.stack.data.tables
     dynamodb = allowed(role_statements(synth, "health"), "dynamodb:")
     described = dynamodb.pop("dynamodb:DescribeTable")
+    dynamodb = beyond_config(synth, dynamodb)
     assert described == {arn(synth, t) for t in tables.values()}  # the tables, not their index ARNs
     history = {arn(synth, tables["health_history"])}
     assert dynamodb, "health must be able to read health_history"
@@ -42,7 +52,8 @@ def test_health_may_only_head_buckets_and_read_queue_attributes(synth: Synth) ->
     queues = [*messaging.queues.values(), *messaging.dlqs.values()]
     assert allowed(statements, "sqs:") == {"sqs:GetQueueAttributes": {arn(synth, q) for q in queues}}
     assert allowed(statements, "secretsmanager:")["secretsmanager:GetSecretValue"] == {
-        json.dumps({"Ref": synth.logical_id(synth.stack.cache.secret)})
+        json.dumps({"Ref": synth.logical_id(synth.stack.cache.secret)}),
+        json.dumps({"Ref": synth.logical_id(synth.stack.secrets.cursor)}),
     }
 
 
@@ -114,7 +125,8 @@ def test_appenders_get_exactly_the_append_actions_on_the_audit_table(synth: Synt
     data = synth.stack.data
     assert declaration.Grant("table", "audit", "append") in declaration.function(function).grants
     statements = role_statements(synth, function)
-    assert allowed(statements, "dynamodb:") == {a: {arn(synth, data.tables["audit"])} for a in APPEND_ENTRIES}
+    dynamodb = beyond_config(synth, allowed(statements, "dynamodb:"))
+    assert dynamodb == {a: {arn(synth, data.tables["audit"])} for a in APPEND_ENTRIES}
     assert set(APPEND_ENTRIES) == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"}
     kms = allowed(statements, "kms:")
     for action in ("kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey*"):
@@ -123,7 +135,7 @@ def test_appenders_get_exactly_the_append_actions_on_the_audit_table(synth: Synt
 
 def test_the_audit_api_queries_the_table_and_its_indexes_and_only_puts(synth: Synth) -> None:
     audit = synth.stack.data.tables["audit"]
-    dynamodb = allowed(role_statements(synth, "audit"), "dynamodb:")
+    dynamodb = beyond_config(synth, allowed(role_statements(synth, "audit"), "dynamodb:"))
     assert dynamodb["dynamodb:Query"] == {arn(synth, audit), index_arns(synth, audit)}
     assert dynamodb["dynamodb:GetItem"] >= {arn(synth, audit)}
     assert dynamodb["dynamodb:PutItem"] == {arn(synth, audit)}
@@ -138,7 +150,7 @@ def test_the_archiver_reads_the_stream_and_puts_archives_and_nothing_else(synth:
     audit, bucket = data.tables["audit"], data.buckets["audit"]
     statements = role_statements(synth, "audit_archive")
     stream = arn(synth, audit, "StreamArn")
-    dynamodb = allowed(statements, "dynamodb:")
+    dynamodb = beyond_config(synth, allowed(statements, "dynamodb:"))
     for action in ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"):
         assert dynamodb.pop(action) == {stream}, action
     assert set(dynamodb) <= {"dynamodb:ListStreams"}, f"item access on a table: {dynamodb}"
@@ -183,3 +195,28 @@ def test_flag_users_query_the_flags_table_and_its_indexes_and_write_its_items(
         assert table in dynamodb[action], action
     for action in ITEM_MUTATIONS & set(WRITE_ITEMS) | {"dynamodb:PutItem"}:
         assert indexes not in dynamodb[action], f"{action} on the flags indexes"
+
+
+def test_every_function_but_the_authorizer_reads_the_config_table_and_only_config_writes_it(
+    synth: Synth,
+) -> None:
+    table = arn(synth, synth.stack.data.tables["config"])
+    for spec in declaration.FUNCTIONS:
+        dynamodb = allowed(role_statements(synth, spec.name), "dynamodb:")
+        reads = {a for a, resources in dynamodb.items() if table in resources}
+        if not spec.reads_config:
+            assert not reads, spec.name
+            continue
+        assert {"dynamodb:Query", "dynamodb:GetItem"} <= reads, spec.name
+        writes = reads & (ITEM_MUTATIONS | {"dynamodb:PutItem", "dynamodb:UpdateItem"})
+        assert bool(writes) == (spec.name == "config"), (spec.name, writes)
+
+
+def test_only_route_serving_functions_read_the_cursor_key(synth: Synth) -> None:
+    secret = json.dumps({"Ref": synth.logical_id(synth.stack.secrets.cursor)})
+    serving = {r.function for r in declaration.ROUTES}
+    for spec in declaration.FUNCTIONS:
+        secrets = allowed(role_statements(synth, spec.name), "secretsmanager:").get(
+            "secretsmanager:GetSecretValue", set()
+        )
+        assert (secret in secrets) == (spec.name in serving), spec.name

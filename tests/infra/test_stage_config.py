@@ -24,6 +24,13 @@ BAD = {
     "alarms": {"email": "not-an-email", "queue_depth": 0},
     "email": {"from_address": "Underlay <no-reply@example.com>", "from_name": "two\nlines"},
     "tracin": True,
+    # Layer 2 of the runtime configuration: the same schema as the functions, secrets refused.
+    "settings": {
+        "cache": {"default_ttl_seconds": 0},
+        "ratelimit": {"tiers": {"free": {"limit": 0}}},
+        "http": {"cursor_secret": "in-a-file"},
+        "nope": {"x": 1},
+    },
 }
 BAD_FIELDS = (
     "stage",
@@ -41,6 +48,8 @@ BAD_FIELDS = (
     "email.from_address",
     "email.from_name",
     "tracin",
+    "settings.http.cursor_secret",
+    "settings.nope.x",
 )
 
 
@@ -104,3 +113,26 @@ def test_synth_with_a_bad_stage_file_exits_2_naming_the_fields_without_a_traceba
     assert f"stage config {bad_file} is invalid:" in result.stderr
     for field in BAD_FIELDS:
         assert f"  {field}: " in result.stderr, field
+
+
+def test_stage_settings_are_checked_against_the_functions_schema(tmp_path: Path) -> None:
+    document = json.loads(stage_file("dev").read_text())
+    document["settings"] = {
+        "cache": {"default_ttl_seconds": 0},
+        "ratelimit": {"tiers": {"free": {"limit": 0}}},
+    }
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(StageConfigError) as caught:
+        load_stage_config(path)
+    assert str(caught.value).splitlines()[1:] == [
+        "  settings.cache.default_ttl_seconds: Input should be greater than or equal to 1",
+        "  settings.ratelimit.tiers.free.limit: Input should be greater than or equal to 1",
+    ]
+
+
+def test_the_stage_settings_document_carries_cors_and_tracing() -> None:
+    config = load_stage_config(stage_file("prod"))
+    document = json.loads(config.settings_json())
+    assert document["http"]["cors_origins"] == config.api.cors_origins
+    assert document["observability"]["tracing_enabled"] is config.tracing

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,26 +27,9 @@ print(json.dumps({"seen_at": time.time()}), flush=True)
 
 
 @pytest.fixture
-def moto_env(clean_env: pytest.MonkeyPatch, redis_url: str) -> Iterator[dict[str, str]]:
-    from infra.local.stack import AwsService, _reset_process_caches
-
-    aws = AwsService()
-    aws.start()
-    env = {
-        **aws.names,
-        "AWS_ENDPOINT_URL": aws.endpoint,
-        "UNDERLAY_REDIS__URL": redis_url,
-        "UNDERLAY_FLAGS__REFRESH_SECONDS": "0.5",
-        "POWERTOOLS_METRICS_DISABLED": "true",
-    }
-    for name, value in env.items():
-        clean_env.setenv(name, value)
-    _reset_process_caches()
-    try:
-        yield env
-    finally:
-        aws.stop()
-        _reset_process_caches()
+def moto_env(moto_server: dict[str, str], clean_env: pytest.MonkeyPatch) -> dict[str, str]:
+    clean_env.setenv("UNDERLAY_FLAGS__REFRESH_SECONDS", "0.5")
+    return {**moto_server, "UNDERLAY_FLAGS__REFRESH_SECONDS": "0.5"}
 
 
 def _next_output(stream: Any) -> str:

@@ -77,6 +77,8 @@ class Function(NamedTuple):
     table_stream: str | None = None  # consumes this declared table's DynamoDB stream (TTL removals)
     consumes: tuple[str, ...] = ()  # declared queues whose messages invoke it (SQS event sources)
     topic: str | None = None  # a declared SNS topic whose notifications invoke it
+    # Reads runtime settings from the config table (issue 5). Only the authorizer does not: it never imports boto3.
+    reads_config: bool = True
 
     @property
     def handler(self) -> str:
@@ -148,6 +150,7 @@ FUNCTIONS: tuple[Function, ...] = (
         description="HTTP API Lambda REQUEST authorizer (JWT, JWKS, scopes per route).",
         memory_mb=256,
         timeout_s=5,
+        reads_config=False,
     ),
     Function(
         name="health",
@@ -196,6 +199,18 @@ FUNCTIONS: tuple[Function, ...] = (
     ),
     # --- end of flags ---
     # --- config (issue 5: configuration) ---
+    Function(
+        name="config",
+        description="Configuration API: effective settings and sources, runtime changes, history, rollback, reload.",
+        memory_mb=256,
+        timeout_s=15,
+        needs_redis=True,  # the rate limiter
+        grants=(
+            Grant("table", "config", "read_write"),
+            Grant("table", "audit", "append"),
+            Grant("bus", "*", "write"),
+        ),
+    ),
     # --- end of config ---
     # --- audit (issue 6: audit log) ---
     Function(
@@ -353,6 +368,52 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/v1/segments/{key}", "flags", "flags:write", "Delete a segment no flag uses"),
     # --- end of flags ---
     # --- config (issue 5: configuration) ---
+    Route(
+        "GET",
+        "/v1/configuration",
+        "config",
+        "config:read",
+        "Every effective setting with its source and version",
+    ),
+    Route("GET", "/v1/configuration/schema", "config", "config:read", "The JSON Schema of the configuration"),
+    Route(
+        "GET", "/v1/configuration/{key}", "config", "config:read", "One setting with its source and version"
+    ),
+    Route(
+        "GET",
+        "/v1/configuration/{key}/history",
+        "config",
+        "config:read",
+        "A setting's versions, newest first",
+    ),
+    Route(
+        "PUT",
+        "/v1/configuration/{key}",
+        "config",
+        "config:write",
+        "Change a runtime setting (If-Match or version)",
+    ),
+    Route(
+        "POST",
+        "/v1/configuration/validate",
+        "config",
+        "config:write",
+        "Validate proposed settings, store nothing",
+    ),
+    Route(
+        "POST",
+        "/v1/configuration/reload",
+        "config",
+        "config:write",
+        "Every instance reloads at its next check",
+    ),
+    Route(
+        "POST",
+        "/v1/configuration/{key}/rollback",
+        "config",
+        "config:write",
+        "Restore a setting's earlier version",
+    ),
     # --- end of config ---
     # --- audit (issue 6: audit log) ---
     Route("GET", "/v1/audit-logs", "audit", "audit:read", "Audit entries, newest first, filtered and paged"),

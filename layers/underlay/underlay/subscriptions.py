@@ -129,11 +129,13 @@ def dispatch(
     """The Lambda entry point for subscription queues: `{"batchItemFailures": [...]}`."""
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
     from underlay import events
+    from underlay.config import runtime
 
     declared = SUBSCRIPTIONS if subscriptions is None else tuple(subscriptions)
     # Every record failing is still a partial response: each one retries on its own and reaches its DLQ.
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     with events.batch():
+        runtime.refresh_if_due()  # a batch boundary: pick up changed settings (issue 5)
         return process_partial_response(  # type: ignore[return-value]
             event=event,
             record_handler=lambda record: deliver(record, declared),

@@ -63,10 +63,12 @@ def handle(event: dict[str, Any], lambda_context: Any) -> dict[str, Any]:
     """The Lambda entry point for SQS batches: `{"batchItemFailures": [...]}`."""
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
     from underlay import events
+    from underlay.config import runtime
 
     # A batch whose every job is being retried is not an invocation error: each message has its own delay.
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     with events.batch():
+        runtime.refresh_if_due()  # a batch boundary: pick up changed settings (issue 5)
         return process_partial_response(  # type: ignore[return-value]
             event=event, record_handler=run_record, processor=processor, context=lambda_context
         )

@@ -1,0 +1,38 @@
+"""Platform secrets in Secrets Manager (issue 5): generated here, read by functions through Powertools Parameters.
+
+Only the functions that need a secret get its ARN and `secretsmanager:GetSecretValue` on it (the stack grants).
+- `cursor`: the HMAC key that signs list cursors (`underlay.pagination`), for every function that serves routes.
+The ElastiCache AUTH token lives with the cache (`infra.constructs.cache`).
+"""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from infra.constructs import acknowledge
+
+
+class Secrets(Construct):
+    def __init__(self, scope: Construct, id: str, *, stage: str, removal_policy: RemovalPolicy) -> None:
+        super().__init__(scope, id)
+        self.cursor = secretsmanager.Secret(
+            self,
+            "CursorKey",
+            description=f"Underlay {stage}: HMAC key that signs list cursors",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                secret_string_template="{}",  # noqa: S106 (an empty JSON object; the key is generated)
+                generate_string_key="value",
+                exclude_punctuation=True,
+                include_space=False,
+                password_length=64,
+            ),
+            removal_policy=removal_policy,
+        )
+        acknowledge(
+            self.cursor,
+            "AwsSolutions-SMG4",
+            "Rotating the cursor key only invalidates cursors handed out before the rotation (clients restart the "
+            "listing); rotate it by deleting the generated value and redeploying, no rotation Lambda needed.",
+        )
