@@ -284,3 +284,24 @@ def test_create_a_flag_and_evaluate_it_over_http(stack: Stack) -> None:
     assert status == 200, body
     by_key = {f["key"]: f for f in json.loads(body)["flags"]}
     assert by_key["e2e-banner"]["value"] is True and by_key["e2e-banner"]["reason"] == "RULE_MATCH"
+
+
+def test_change_a_setting_over_http_and_every_function_sees_it(stack: Stack) -> None:
+    ops = stack.token(sub="ops-e2e", scopes=["config:read", "config:write", "platform:read"])
+    path = "/v1/configuration/health.latency_warn_ms"
+    status, headers, body = stack.request("GET", path, token=ops)
+    assert status == 200 and json.loads(body)["source"] == "default", body
+    version = headers["ETag"]
+    status, _, body = stack.request(
+        "PUT", path, token=ops, body=b'{"value": 1234}', content_type="application/json", if_match=version
+    )
+    assert status == 200 and json.loads(body)["value"] == 1234.0, body
+    status, _, body = stack.request(
+        "PUT", path, token=ops, body=b'{"value": 1}', content_type="application/json", if_match=version
+    )
+    assert status == 409 and json.loads(body)["code"] == "VERSION_CONFLICT"
+    status, _, body = stack.request("GET", "/v1/configuration", token=ops)
+    by_key = {s["key"]: s for s in json.loads(body)["settings"]}
+    assert by_key["health.latency_warn_ms"]["source"] == "runtime"
+    assert by_key["http.cursor_secret"]["value"]["secret"] is True
+    assert by_key["http.cors_origins"]["source"] == "stage"  # from infra/stages/dev.json

@@ -39,7 +39,7 @@ get_settings()
 from underlay.observability import get_logger
 get_logger()
 """
-        for name in ("health", "cache", "admin", "audit", "flags", "jobs")  # the HTTP API functions
+        for name in ("health", "cache", "admin", "audit", "flags", "config", "jobs")  # the HTTP API functions
     },
     "reference": """
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver

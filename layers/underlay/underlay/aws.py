@@ -68,15 +68,20 @@ def reset_clients() -> None:
 
 
 class AwsCallCount:
-    """What `count_aws_calls()` yields: `total` and `by_operation` after (or during) the block."""
+    """What `count_aws_calls()` yields: `total` and `by_operation` during the block, frozen when it ends."""
 
     def __init__(self) -> None:
         self._start = Counter(_calls)
+        self._end: Counter[str] | None = None
+
+    def stop(self) -> None:
+        with _lock:
+            self._end = Counter(_calls)
 
     @property
     def by_operation(self) -> dict[str, int]:
         with _lock:
-            diff = Counter(_calls)
+            diff = Counter(_calls if self._end is None else self._end)
         diff.subtract(self._start)
         return {k: v for k, v in diff.items() if v > 0}
 
@@ -87,5 +92,9 @@ class AwsCallCount:
 
 @contextmanager
 def count_aws_calls() -> Iterator[AwsCallCount]:
-    """Count AWS API calls made through `underlay.aws` clients inside the block."""
-    yield AwsCallCount()
+    """Count AWS API calls made through `underlay.aws` clients inside the block (and only there)."""
+    count = AwsCallCount()
+    try:
+        yield count
+    finally:
+        count.stop()

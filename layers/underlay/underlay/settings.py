@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -312,6 +312,9 @@ def env_source(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     return data
 
 
+_effective: Callable[[], Settings] | None = None
+
+
 def get_settings() -> Settings:
     """The effective settings: defaults < stage config < runtime settings (config table) < environment.
 
@@ -319,9 +322,12 @@ def get_settings() -> Settings:
     request boundary's `refresh_if_due()` sees a new version. Raises pydantic `ValidationError` (title
     "Settings") naming every bad field when the effective configuration is invalid.
     """
-    from underlay.config.runtime import effective
+    global _effective
+    if _effective is None:  # imported once: an import statement per call would cost more than the read
+        from underlay.config.runtime import effective
 
-    return effective()
+        _effective = effective
+    return _effective()
 
 
 def reset_settings() -> None:
