@@ -22,6 +22,7 @@ from infra.constructs.messaging import Messaging, is_job_worker
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.network import Network
 from infra.constructs.secrets import Secrets
+from infra.constructs.storage import CDN_BASE_URL_ENV, Storage
 from infra.stage_config import LOG_RETENTION_DAYS, StageConfig
 
 SERVICE = "underlay"
@@ -106,6 +107,19 @@ class UnderlayStack(Stack):
             node_type=config.redis.node_type,
             replicas=config.redis.replicas,
         )
+        self.storage = Storage(
+            self,
+            "Storage",
+            stage=config.stage,
+            bucket=self.data.buckets["storage"],
+            log_bucket=self.data.access_logs,
+            cors_origins=config.api.cors_origins,
+            cdn=config.cdn.enabled,
+            price_class=config.cdn.price_class,
+            web_acl_arn=config.cdn.web_acl_arn,
+        )
+        # Every function may resolve a stored key to its URL (no permission needed), so every one gets the base.
+        cdn_env = {CDN_BASE_URL_ENV: self.storage.cdn_base_url} if self.storage.cdn_base_url else {}
         self.messaging = Messaging(self, "Messaging", stage=config.stage, removal_policy=removal)
         self.audit = Audit(self, "Audit", stage=config.stage, removal_policy=removal)
         self.email = Email(
@@ -134,6 +148,7 @@ class UnderlayStack(Stack):
                 "UNDERLAY_AUTH__JWKS_URL": config.auth.jwks_url,
                 # Layer 2 of the configuration (underlay.config.runtime), validated when the stage file was read.
                 STAGE_SETTINGS_ENV: config.settings_json(),
+                **cdn_env,
             },
             tracing=config.tracing,
             log_retention=log_retention,
@@ -194,6 +209,10 @@ class UnderlayStack(Stack):
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the HTTP API")
         CfnOutput(self, "EventBusName", value=self.messaging.bus.event_bus_name)
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
+        if self.storage.cdn_base_url:
+            CfnOutput(
+                self, "StorageCdnUrl", value=self.storage.cdn_base_url, description="Serves public/ keys"
+            )
 
     def _grant(self, fn: lambda_.Function, spec: declaration.Function) -> None:
         """Least privilege from the declaration: each grant adds its permissions and the physical name."""

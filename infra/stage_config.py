@@ -141,6 +141,19 @@ def _settings_document(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+class CdnConfig(_Strict):
+    """A CloudFront distribution serving the storage bucket's `public/` keys (`underlay.storage.cdn_url`). Without
+    it, `cdn_url` gives the bucket's own URL, which the private bucket refuses on AWS."""
+
+    enabled: bool = False
+    price_class: Literal["PriceClass_100", "PriceClass_200", "PriceClass_All"] = "PriceClass_100"
+    # A WAFv2 web ACL of CLOUDFRONT scope (such ACLs live in us-east-1 whatever the stack's region).
+    web_acl_arn: str | None = Field(
+        default=None,
+        pattern=r"^arn:aws[a-z-]*:wafv2:us-east-1:\d{12}:global/webacl/[A-Za-z0-9_-]+/[a-f0-9-]+$",
+    )
+
+
 class StageConfig(_Strict):
     stage: Stage
     account: str | None = Field(default=None, pattern=r"^\d{12}$")
@@ -151,6 +164,7 @@ class StageConfig(_Strict):
     redis: RedisConfig
     alarms: AlarmsConfig = Field(default_factory=AlarmsConfig)
     email: EmailConfig = Field(default_factory=EmailConfig)
+    cdn: CdnConfig = Field(default_factory=CdnConfig)
     log_retention_days: int
     removal_policy: Literal["retain", "destroy"]
     tracing: bool = False

@@ -30,6 +30,7 @@ from infra.local.issuer import LocalIssuer
 
 REGION = "us-east-1"
 RESOURCE_PREFIX = "underlay-local"
+STORAGE_BUCKET = "storage"  # underlay.storage.client.BUCKET
 
 
 class EventSource(Protocol):
@@ -275,6 +276,8 @@ def create_declared_resources(client: Callable[[str], Any], prefix: str) -> dict
         s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=bucket.object_lock)
         if bucket.versioned and not bucket.object_lock:
             s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        if bucket.name == STORAGE_BUCKET:
+            _serve_public_objects(s3, name)
         names[declaration.env_name("bucket", bucket.name)] = name
     for queue in declaration.QUEUES:
         dlq_url = sqs.create_queue(QueueName=f"{prefix}-{queue.dlq_name}")["QueueUrl"]
@@ -312,6 +315,22 @@ def create_declared_resources(client: Callable[[str], Any], prefix: str) -> dict
     )
     names["UNDERLAY_AUDIT__SIGNING_KEY_ID"] = signing["KeyMetadata"]["KeyId"]
     return names
+
+
+def _serve_public_objects(s3: Any, bucket: str) -> None:
+    """The CDN's stand-in: anyone may GET the storage bucket's `public/` keys from the endpoint, as CloudFront
+    serves them on AWS, and nothing else; `cdn_url` without a CDN base points there (underlay.storage)."""
+    from underlay.storage.settings import PUBLIC_PREFIX
+
+    statement = {
+        "Effect": "Allow",
+        "Principal": "*",
+        "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/{PUBLIC_PREFIX}/*",
+    }
+    s3.put_bucket_policy(
+        Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+    )
 
 
 class _Handler(BaseHTTPRequestHandler):

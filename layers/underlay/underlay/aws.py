@@ -35,6 +35,14 @@ def session() -> Any:
     return _session
 
 
+# botocore presigns S3 URLs and POST policies with SigV2 on the global endpoint unless told otherwise. SigV2 cannot
+# read SSE-KMS objects (every Underlay bucket), and a bucket outside us-east-1 answers the global endpoint with a
+# redirect: SigV4 and virtual-hosted addressing give regional URLs that work (path style still for moto's IP).
+_SERVICE_CONFIG: dict[str, dict[str, Any]] = {
+    "s3": {"signature_version": "s3v4", "s3": {"addressing_style": "virtual"}},
+}
+
+
 def client(service: str) -> Any:
     """A cached boto3 client. Endpoints come from the standard AWS_ENDPOINT_URL variables (moto locally)."""
     found = _clients.get(service)
@@ -48,6 +56,7 @@ def client(service: str) -> Any:
                 connect_timeout=1,
                 read_timeout=2,
                 retries={"mode": "standard", "max_attempts": 2},
+                **_SERVICE_CONFIG.get(service, {}),
             )
             _clients[service] = session().client(service, config=config)
         return _clients[service]

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from underlay.auth_settings import AuthSettings
 from underlay.email.settings import EmailSettings
+from underlay.storage.settings import StorageSettings
 
 Stage = Literal["dev", "staging", "prod"]
 Component = Literal["dynamodb", "s3", "redis", "sqs", "http"]
@@ -259,6 +260,7 @@ class Settings(BaseModel):
     email: EmailSettings = Field(default_factory=EmailSettings)
     # --- end of jobs ---
     # --- admin (issue 8) ---
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     # --- end of admin ---
     # Physical names of declared resources, set by CDK (see `declaration.env_name`) or the local stack.
     tables: dict[str, str] = Field(default_factory=dict)
