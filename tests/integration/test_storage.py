@@ -96,7 +96,6 @@ def test_content_types_outside_the_allowed_list_are_refused(aws: dict[str, str],
 @pytest.mark.parametrize("key", ["public/avatars/../x.png", "/etc/passwd", "public/avatars/a b.png"])
 def test_every_operation_refuses_an_invalid_key_before_calling_s3(aws: dict[str, str], key: str) -> None:
     from underlay.aws import count_aws_calls
-
     from underlay.settings import get_settings
 
     client = storage()
