@@ -405,3 +405,14 @@ def test_a_change_reaches_another_process_within_the_refresh_interval(moto_serve
     lag = seen - written
     print(f"config propagation: {lag * 1000:.0f} ms (refresh interval 500 ms)")
     assert 0 <= lag < 0.5 + 2.0  # the interval, plus a reload on a loaded machine
+
+
+def test_the_process_cache_and_flag_clients_follow_a_runtime_change(env: dict[str, str]) -> None:
+    from underlay.cache import CacheKey, get_cache
+    from underlay.flags import client
+
+    flags, cached, detail = client(), get_cache(), CacheKey("product:1", "detail")
+    assert flags.settings.refresh_seconds == 5 and cached.ttl_for(detail) == 3600
+    call("PUT", "/v1/configuration/flags.refresh_seconds", body={"value": 1})
+    call("PUT", "/v1/configuration/cache.ttl_seconds", body={"value": {"detail": 42}})
+    assert flags.settings.refresh_seconds == 1 and cached.ttl_for(detail) == 42

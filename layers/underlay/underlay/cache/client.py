@@ -106,7 +106,7 @@ class Cache:
         from underlay.settings import get_settings
 
         self._client = client or redis_client.get_redis
-        self.settings = settings or get_settings().cache
+        self._settings = settings  # None: the settings in force, so a runtime change applies (issue 5)
         base = prefix if prefix is not None else get_settings().redis.prefix
         self.namespace = f"{base}cache:"
         self._tag_prefix = f"{base}cache-tag:"
@@ -120,6 +120,14 @@ class Cache:
         self._counts_lock = threading.Lock()
         self._last_flush = time.monotonic()
         self.fallbacks = 0  # data operations served without Redis in this process
+
+    @property
+    def settings(self) -> CacheSettings:
+        if self._settings is not None:
+            return self._settings
+        from underlay.settings import get_settings
+
+        return get_settings().cache
 
     # --- keys and policy ------------------------------------------------------------------------
 

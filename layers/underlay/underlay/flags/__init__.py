@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from underlay.flags.engine import Evaluation, Snapshot
+    from underlay.settings import FlagsSettings
 
 MAX_USERS_PER_FLUSH = 10_000  # unique-user samples kept between flushes per flag and day
 
@@ -37,9 +38,6 @@ class FlagClient:
     confirm_after_seconds = 1.0
 
     def __init__(self) -> None:
-        from underlay.settings import get_settings
-
-        self.settings = get_settings().flags
         self._snapshot: Snapshot | None = None
         self._checked = 0.0
         self._confirm_at: float | None = None  # when the follow-up reload after a stamp change is due
@@ -49,6 +47,13 @@ class FlagClient:
         self._last: dict[str, str] = {}
         self._flushed = time.monotonic()
         self.reloads = 0
+
+    @property
+    def settings(self) -> FlagsSettings:
+        """The settings in force, so a runtime change of the refresh interval applies (issue 5)."""
+        from underlay.settings import get_settings
+
+        return get_settings().flags
 
     # --- the snapshot ---------------------------------------------------------------------------
 
