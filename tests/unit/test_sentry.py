@@ -84,7 +84,7 @@ def test_an_unexpected_error_is_captured_once_with_tags(sentry: Any, monkeypatch
     (event,) = sentry.events()
     assert event["tags"]["correlation_id"] == "corr-sentry-1"
     assert event["tags"]["route"] == "GET /v1/health/details" and event["tags"]["status"] == "500"
-    assert event["environment"] == "dev" and event["release"] == "underlay@0.1.0"
+    assert event["environment"] == "dev" and event["release"] == "0.1.0"
     assert event["exception"]["values"][-1]["type"] == "RuntimeError"
     assert event["user"] == {"id": "alice"}
     assert event["contexts"]["request"]["headers"]["user-agent"] == "pytest"

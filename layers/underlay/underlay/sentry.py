@@ -5,7 +5,7 @@ Parameters, as a plain string or `{"dsn": ...}`) or, for local work, `UNDERLAY_O
 `init_sentry()` runs once per process, lazily, on the first request (or the first `capture_exception`), so the
 cold start of a function without Sentry pays nothing and one with it pays the import on its first request.
 
-What is sent: environment = stage, release = `<service>@<version>`, `traces_sample_rate` from
+What is sent: environment = stage, release = version, `traces_sample_rate` from
 `observability.sentry_traces_sample_rate` (else `trace_sample_rate`), `send_default_pii=False`, and every event,
 transaction and breadcrumb passes through `underlay.observability.redact` (headers, cookies, extra, contexts,
 breadcrumbs, exception messages), with the correlation id and route as tags. Frame locals are not sent.
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from underlay.http import RequestInfo
 
 _RETRY_SECONDS = 60.0  # after the DSN secret could not be read, try again at most this often
+_FLUSH_SECONDS = 1.0  # the most a 500 waits for its event to be sent
 _lock = threading.Lock()
 _enabled: bool | None = None  # None: not decided yet
 _retry_at = 0.0
@@ -87,7 +88,7 @@ def init_sentry() -> bool:
         except Exception as exc:  # the secret could not be read: no Sentry for now, the request goes on
             _retry_at = time.monotonic() + _RETRY_SECONDS
             get_logger().warning(
-                "sentry disabled: the DSN secret could not be read", extra={"error": repr(exc)}
+                "sentry off for now: the DSN could not be read", extra={"error": repr(exc)}
             )
             return False
         if dsn is None:
@@ -119,7 +120,7 @@ def _start(dsn: str) -> None:
     sentry_sdk.init(
         dsn=dsn,
         environment=settings.stage,
-        release=f"{settings.service}@{settings.version}",
+        release=settings.version,
         traces_sample_rate=(
             cfg.sentry_traces_sample_rate
             if cfg.sentry_traces_sample_rate is not None
@@ -174,6 +175,8 @@ class SentryHook:
             if request.identity is not None:
                 scope.set_user({"id": request.identity.sub})  # the token subject; no IP, no e-mail
             sentry_sdk.capture_exception(request.error)
+        # Send before the response goes: a Lambda instance is frozen after it, with the event still queued.
+        sentry_sdk.flush(timeout=_FLUSH_SECONDS)
 
 
 hook = SentryHook()
