@@ -87,9 +87,7 @@ def init_sentry() -> bool:
             dsn = _dsn()
         except Exception as exc:  # the secret could not be read: no Sentry for now, the request goes on
             _retry_at = time.monotonic() + _RETRY_SECONDS
-            get_logger().warning(
-                "sentry off for now: the DSN could not be read", extra={"error": repr(exc)}
-            )
+            get_logger().warning("sentry off for now: the DSN could not be read", extra={"error": repr(exc)})
             return False
         if dsn is None:
             _enabled = False
