@@ -1,9 +1,10 @@
 """Logger, metrics and tracer, each created once, lazily, in this one module.
 
-- `get_logger()`: Powertools Logger writing single-line JSON with `service`, `stage`, `correlation_id` and
-  `cold_start`, with secrets redacted by key (authorization, token, password, secret, api_key, cookie), and
+- `get_logger()`: Powertools Logger writing single-line JSON with `service`, `stage`, `cold_start` and, per request
+  (set by `underlay.http`), `correlation_id`, `trace_id`, `method`, `path` and `user`, with secrets redacted by key (authorization, token, password, secret, api_key, cookie), and
   bearer tokens, JWTs and `password=...`-style assignments redacted inside any string.
-- `get_metrics()`: Powertools Metrics (CloudWatch EMF), one namespace from settings.
+- `get_metrics()`: Powertools Metrics (CloudWatch EMF), one namespace from settings; `emit_metric()` for one
+  metric with extra dimensions. The metrics and their dimensions are listed in the README.
 - `get_tracer()`: Powertools Tracer, created only when tracing is enabled (its import costs ~250 ms).
 - `sample_trace()` / `traced()`: the per-request sampling decision (see "Trace sampling" below).
 
