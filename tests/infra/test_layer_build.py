@@ -47,7 +47,7 @@ def test_requirements_are_the_project_dependencies_minus_what_lambda_ships() -> 
     requirements = layer_build.runtime_requirements()
     names = {r.split("[")[0].split(">")[0].split("=")[0].split("<")[0].lower() for r in requirements}
     assert "boto3" not in names and "botocore" not in names
-    assert {"aws-lambda-powertools", "pydantic", "pyjwt", "redis"} <= names
+    assert {"aws-lambda-powertools", "pydantic", "pyjwt", "redis", "sentry-sdk"} <= names
 
 
 def test_pip_targets_cp312_aarch64_wheels_pinned_by_the_lock(tmp_path: Path) -> None:

@@ -151,7 +151,7 @@ def test_one_access_log_line_per_request(caplog: pytest.LogCaptureFixture) -> No
     access = [line for line in lines if line.get("message") == "request"]
     assert len(access) == 1
     assert access[0]["method"] == "GET" and access[0]["route"] == "/v1/nope" and access[0]["status"] == 404
-    assert access[0]["correlation_id"] == "log-check" and "duration_ms" in access[0]
+    assert access[0]["correlation_id"] == "log-check" and "latency_ms" in access[0]
     assert access[0]["service"] == "underlay" and access[0]["stage"] == "dev" and "cold_start" in access[0]
 
 

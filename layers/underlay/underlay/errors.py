@@ -7,6 +7,7 @@ Status codes follow SPEC.md. Nothing here ever puts a stack trace or a secret in
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -128,6 +129,17 @@ class DependencyUnavailableError(UnderlayError):
 
 class ConfigInvalidError(DependencyUnavailableError):
     code = "CONFIG_INVALID"
+
+
+class CircuitOpenError(DependencyUnavailableError):
+    """An external service's circuit is open (`underlay.breaker`): fail fast, and say when to retry."""
+
+    def __init__(self, service: str, retry_after_seconds: float) -> None:
+        self.service = service
+        super().__init__(
+            f"The {service} service is unavailable; try again later.",
+            headers={"Retry-After": str(max(1, math.ceil(retry_after_seconds)))},
+        )
 
 
 @dataclass(slots=True)

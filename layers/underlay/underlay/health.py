@@ -178,9 +178,15 @@ def _queue_checker(queue: declaration.Queue) -> Callable[[Settings], list[Check]
 
 
 def _http_checker(url: str, timeout: float) -> Callable[[Settings], list[Check]]:
+    """GET the service's URL through its circuit breaker (`underlay.breaker`, shared with the app's own calls):
+    while the circuit is open the check fails without calling; a 5xx or a network error counts as a failure."""
+
     def run(settings: Settings) -> list[Check]:
         import urllib.error
         import urllib.request
+
+        from underlay.breaker import get_breaker
+        from underlay.errors import CircuitOpenError
 
         name = next(s.name for s in settings.health.external_services if s.url == url)
 
@@ -191,7 +197,21 @@ def _http_checker(url: str, timeout: float) -> Callable[[Settings], list[Check]]
             except urllib.error.HTTPError as exc:
                 return int(exc.code)
 
-        code, ms = _timed(get)
+        try:
+            with get_breaker(name).guard() as call:
+                code, ms = _timed(get)
+                if code >= 500:
+                    call.failed()
+        except CircuitOpenError as exc:
+            return [
+                Check(
+                    f"http:{name}",
+                    "circuit",
+                    "fail",
+                    "open",
+                    output=f"circuit open after repeated failures; next try in {exc.headers['Retry-After']}s",
+                )
+            ]
         check = _latency(f"http:{name}", ms, settings)._replace(output=f"HTTP {code}")
         return [check._replace(status="fail") if code >= 400 else check]
 

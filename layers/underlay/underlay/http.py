@@ -8,7 +8,9 @@
 - the body limit (413), content type (415) and malformed JSON (400) checks before any handler runs;
 - CORS origins from settings;
 - problem+json for every error (404/405 from the declaration, 422 from validation, 500 without a trace);
-- one access-log line per request (method, route, status, duration_ms) and EMF request metrics;
+- one access-log line per request (method, path, route, status, latency_ms, user) and EMF request metrics;
+- trace sampling (`underlay.observability.sample_trace`): the caller's traceparent flag, else the sample rate,
+  and every 5xx kept;
 - the request context (`underlay.context`) that events, audit and logs read, and one event batch per request;
 - request hooks: domains extend every API function here (rate limiting, RED metrics, error groups, config
   reload) by adding a `"module:attribute"` to `REQUEST_HOOKS` instead of forking this factory.
@@ -42,7 +44,15 @@ from underlay.errors import (
     field_errors_from_pydantic,
     problem,
 )
-from underlay.observability import get_logger, get_metrics, get_tracer
+from underlay.observability import (
+    get_logger,
+    get_metrics,
+    get_tracer,
+    keep_trace,
+    sample_trace,
+    traced,
+    with_sampled_flag,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -116,6 +126,8 @@ REQUEST_HOOKS: tuple[str, ...] = (
     # --- end of cache ---
     # --- admin (issue 8: RED metrics, error groups) ---
     # --- end of admin ---
+    # --- observability (issue 8: sentry) ---
+    "underlay.sentry:hook",
 )
 
 
@@ -181,7 +193,9 @@ class UnderlayApp(APIGatewayHttpResolver):
         supplied = headers.get("x-correlation-id") or headers.get("x-request-id") or ""
         self.correlation_id = supplied if _CORRELATION_ID.match(supplied) else str(uuid.uuid4())
         incoming = headers.get("traceparent", "")
-        self.traceparent = incoming if _TRACEPARENT.match(incoming) else context.new_traceparent()
+        incoming = incoming if _TRACEPARENT.match(incoming) else ""
+        sampling = sample_trace(incoming or None)
+        self.traceparent = with_sampled_flag(incoming or context.new_traceparent(), sampling.sampled)
         self.identity = None
         route_key = str(event.get("routeKey") or "")
         declared = declaration.route(route_key) or declaration.match(method, path).route
@@ -202,6 +216,7 @@ class UnderlayApp(APIGatewayHttpResolver):
             trace_id=self.traceparent.split("-")[1],
             method=method,
             path=path,
+            user=None,  # set once the caller is known; None keys are left out of the line
         )
         _cold_start = False
         with events.batch():
@@ -209,6 +224,7 @@ class UnderlayApp(APIGatewayHttpResolver):
                 self._check_request(event, method, path, declared, headers)
                 if self.identity is not None:
                     request.identity = self.identity
+                    logger.append_keys(user=self.identity.sub)
                     context.set_current(
                         request_context._replace(
                             sub=self.identity.sub, tenant=self.identity.tenant, tier=self.identity.tier
@@ -219,32 +235,30 @@ class UnderlayApp(APIGatewayHttpResolver):
                 if tracer is None:
                     response = self.resolve(event, context_)
                 else:
-                    with tracer.provider.in_subsegment(f"## {method} {path}"):
-                        response = self.resolve(event, context_)
+                    response = traced(
+                        tracer,
+                        f"## {method} {path}",
+                        sampling,
+                        lambda: self.resolve(event, context_),
+                        lambda: request.error,
+                    )
             except UnderlayError as error:
                 response = self._problem_event(error, path)
             except Exception as error:  # settings that fail validation, and anything the resolver let through
                 response = self._problem_event(self._unexpected(error), path)
 
             status = int(response.get("statusCode", 500))
+            if keep_trace(sampling, status):  # errors are always sampled
+                self.traceparent = with_sampled_flag(self.traceparent, True)
             out_headers = response.setdefault("headers", {})
             out_headers["X-Correlation-ID"] = self.correlation_id
             out_headers["traceparent"] = self.traceparent
             out_headers.update(self._cors_headers(headers.get("origin")))
             self._run_after_hooks(request, status, out_headers)
-        duration_ms = round((time.perf_counter() - request.started) * 1000, 2)
+        latency_ms = round((time.perf_counter() - request.started) * 1000, 2)
         route = route_key if route_key and route_key != "$default" else path
-        logger.info(
-            "request",
-            extra={
-                "method": method,
-                "route": route,
-                "status": status,
-                "duration_ms": duration_ms,
-                "user": self.identity.sub if self.identity else None,
-            },
-        )
-        self._emit_request_metrics(status, duration_ms)
+        logger.info("request", extra={"route": route, "status": status, "latency_ms": latency_ms})
+        self._emit_request_metrics(status, latency_ms)
         return response
 
     def _run_before_hooks(self, request: RequestInfo) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from underlay.auth_settings import AuthSettings
+from underlay.breaker_settings import BreakerSettings
 from underlay.email.settings import EmailSettings
 from underlay.storage.settings import StorageSettings
 
@@ -80,6 +81,13 @@ class ObservabilitySettings(BaseModel):
     log_levels: dict[str, LogLevel] = Field(default_factory=dict)
     tracing_enabled: bool = False
     metrics_namespace: str = "Underlay"
+    # The share of requests traced when no upstream traceparent decided it; 5xx responses are always kept.
+    trace_sample_rate: float = Field(default=0.1, ge=0, le=1)
+    # Sentry: the DSN from Secrets Manager (a plain string or {"dsn": ...}), or directly for local work.
+    # Neither set: Sentry is off and `sentry_sdk` is never imported.
+    sentry_dsn_secret_arn: str | None = None
+    sentry_dsn: SecretStr | None = None
+    sentry_traces_sample_rate: float | None = Field(default=None, ge=0, le=1)  # None: trace_sample_rate
 
 
 class CacheSettings(BaseModel):
@@ -261,6 +269,7 @@ class Settings(BaseModel):
     # --- end of jobs ---
     # --- admin (issue 8) ---
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    breakers: BreakerSettings = Field(default_factory=BreakerSettings)
     # --- end of admin ---
     # Physical names of declared resources, set by CDK (see `declaration.env_name`) or the local stack.
     tables: dict[str, str] = Field(default_factory=dict)
