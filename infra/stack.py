@@ -131,7 +131,13 @@ class UnderlayStack(Stack):
             from_address=config.email.from_address,
             from_name=config.email.from_name,
         )
-        self.secrets = Secrets(self, "Secrets", stage=config.stage, removal_policy=removal)
+        self.secrets = Secrets(
+            self,
+            "Secrets",
+            stage=config.stage,
+            removal_policy=removal,
+            sentry_dsn_secret_arn=config.settings.get("observability", {}).get("sentry_dsn_secret_arn"),
+        )
         self.cursor_secret = self.secrets.cursor
         self.functions = Functions(
             self,
@@ -219,6 +225,8 @@ class UnderlayStack(Stack):
         if spec.reads_config and not any(g.kind == "table" and g.name == "config" for g in spec.grants):
             self.data.grant_table(fn, "config", "read")  # runtime settings and the version stamp
             fn.add_environment(declaration.env_name("table", "config"), self.data.tables["config"].table_name)
+        if spec.reads_config:
+            self.secrets.grant_sentry(fn)  # the DSN's ARN reaches it in the stage settings
         if any(r.function == spec.name for r in declaration.ROUTES):
             # Signs list cursors (underlay.pagination); generated here, read through Powertools Parameters.
             fn.add_environment("UNDERLAY_HTTP__CURSOR_SECRET_ARN", self.cursor_secret.secret_arn)
