@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from pydantic import BaseModel, Field
-from underlay.config import service
+from underlay.config import runtime, service
 from underlay.errors import BadRequestError
 from underlay.http import create_app
 
@@ -101,4 +101,7 @@ def rollback(key: Key, request: Annotated[Rollback, Body()]):
     )
 
 
-handler = app.lambda_handler
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    # The config API must stay usable when stored values broke the configuration: it is how they get fixed.
+    with runtime.repair_mode():
+        return app.lambda_handler(event, context)

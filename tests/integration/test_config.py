@@ -285,13 +285,46 @@ def test_an_invalid_stored_value_is_refused_on_reload_and_the_old_settings_stay(
 def test_an_invalid_configuration_at_cold_start_answers_503_config_invalid(
     env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    from functions.health.app import handler as health
+
     _write_raw(env["UNDERLAY_TABLES__CONFIG"], "cache.default_ttl_seconds", -5)
     reset_settings()
     with caplog.at_level(logging.ERROR):
-        status, body, headers = call("GET", "/v1/configuration")
-    assert status == 503 and body["code"] == "CONFIG_INVALID"
-    assert headers["Content-Type"] == "application/problem+json" and "Traceback" not in body["detail"]
+        response = health(http_event("GET", "/v1/health/details", scopes="platform:read"), None)
+    BODIES.append(response["body"])
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 503 and body["code"] == "CONFIG_INVALID"
+    assert (
+        response["headers"]["Content-Type"] == "application/problem+json"
+        and "Traceback" not in body["detail"]
+    )
     assert "cache.default_ttl_seconds" in _logged_fields(caplog)
+
+
+def test_the_config_api_stays_up_to_repair_what_broke_the_configuration(env: dict[str, str]) -> None:
+    from functions.health.app import handler as health
+
+    _write_raw(env["UNDERLAY_TABLES__CONFIG"], "cache.default_ttl_seconds", -5)  # version 1
+    reset_settings()
+    status, body, _ = call("GET", "/v1/configuration")
+    assert status == 200 and body["valid"] is False
+    assert body["errors"][0]["field"] == "cache.default_ttl_seconds"
+    assert setting(body, "cache.default_ttl_seconds") | {"description": None} == setting(
+        body, "cache.default_ttl_seconds"
+    ) | {
+        "value": 600,
+        "source": "default",
+        "version": 1,
+        "description": None,
+    }
+    status, body, _ = call(
+        "PUT", "/v1/configuration/cache.default_ttl_seconds", body={"value": 300, "version": 1}
+    )
+    assert status == 200 and body["value"] == 300 and body["source"] == "runtime"
+    response = health(http_event("GET", "/v1/health/details", scopes="platform:read"), None)
+    BODIES.append(response["body"])
+    assert response["statusCode"] != 503 or json.loads(response["body"]).get("code") != "CONFIG_INVALID"
+    assert get_settings().cache.default_ttl_seconds == 300
 
 
 def test_the_table_down_at_cold_start_serves_the_other_layers(

@@ -21,7 +21,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from underlay.config import keys, store
@@ -48,9 +50,18 @@ class Loaded(NamedTuple):
         return self.snapshot.stamp
 
 
+class Failure(NamedTuple):
+    error: ValidationError
+    at: float
+    # The stage and env layers without the stored runtime values, when those alone are valid: what the config
+    # API serves in `repair_mode()` so an operator can still read and fix the values that broke the configuration.
+    repair: Loaded | None
+
+
 _lock = threading.RLock()
 _state: Loaded | None = None
-_failure: tuple[ValidationError, float] | None = None
+_failure: Failure | None = None
+_repairing: ContextVar[bool] = ContextVar("underlay_config_repair", default=False)
 _checked_at = 0.0
 _rejected_stamp: int | None = None
 _applied_levels: dict[str, str] = {}
@@ -127,16 +138,44 @@ def build(
 
 
 def current() -> Loaded:
-    """The loaded configuration (loading it on first use). Raises `ValidationError` while it is invalid."""
+    """The loaded configuration (loading it on first use). Raises `ValidationError` while it is invalid, except
+    in `repair_mode()`, where stored runtime values that broke it are left out (when that helps)."""
+    from pydantic import ValidationError
+
     state = _state
     if state is not None:
         return state
     with _lock:
         if _state is not None:
             return _state
-        if _failure is not None and time.monotonic() - _failure[1] < _FAILURE_RETRY_SECONDS:
-            raise _failure[0]
-        return _cold_load()
+        if _failure is None or time.monotonic() - _failure.at >= _FAILURE_RETRY_SECONDS:
+            try:
+                return _cold_load()
+            except ValidationError:
+                if not _repairing.get():
+                    raise
+        assert _failure is not None
+        if _repairing.get() and _failure.repair is not None:
+            return _failure.repair
+        raise _failure.error
+
+
+def invalid_errors() -> list[dict[str, str]]:
+    """The fields that make the stored configuration invalid (empty when it is valid)."""
+    if _state is not None or _failure is None:
+        return []
+    return _field_errors(_failure.error)
+
+
+@contextmanager
+def repair_mode() -> Iterator[None]:
+    """Serve the default, stage and env layers while stored runtime values make the configuration invalid, so the
+    config API can show them and take a fix or a rollback. Only the config function runs its requests in it."""
+    token = _repairing.set(True)
+    try:
+        yield
+    finally:
+        _repairing.reset(token)
 
 
 def effective() -> Settings:
@@ -161,7 +200,9 @@ def _cold_load() -> Loaded:
     try:
         loaded = build(snapshot, stage=stage, env=env, table=table)
     except ValidationError as error:
-        _failure = (error, time.monotonic())
+        _failure = Failure(
+            error, time.monotonic(), _without_runtime(snapshot, stage=stage, env=env, table=table)
+        )
         _report_invalid(error, snapshot.stamp, when="load")
         raise
     _state, _failure, _checked_at = loaded, None, time.monotonic()
@@ -200,7 +241,7 @@ def refresh_if_due(*, force: bool = False) -> bool:
 
 
 def _reload(old: Loaded) -> bool:
-    global _state, _rejected_stamp
+    global _state, _failure, _rejected_stamp
     from pydantic import ValidationError
 
     assert old.table is not None
@@ -216,11 +257,25 @@ def _reload(old: Loaded) -> bool:
         _report_invalid(error, snapshot.stamp, when="reload")
         return False
     with _lock:
-        _state = new
+        _state, _failure = new, None
         _rejected_stamp = None
     _apply_logger_levels(new.settings)
     _report_reloaded(old, new)
     return True
+
+
+def _without_runtime(
+    snapshot: store.Snapshot, *, stage: dict[str, Any], env: dict[str, Any], table: str | None
+) -> Loaded | None:
+    from pydantic import ValidationError
+
+    if not snapshot.values:
+        return None
+    try:
+        settings = validate(compose(stage, {}, env))
+    except ValidationError:
+        return None  # the stage or env layer is invalid too: nothing to repair through the API
+    return Loaded(settings, sources_of(stage, {}, env), snapshot, table, stage, env)
 
 
 def reset() -> None:
@@ -312,10 +367,9 @@ def _report_reloaded(old: Loaded, new: Loaded) -> None:
 def _report_invalid(error: ValidationError, stamp: int, *, when: str) -> None:
     from aws_lambda_powertools.metrics import MetricUnit
     from underlay import events
-    from underlay.errors import field_errors_from_pydantic
     from underlay.observability import get_logger, get_metrics
 
-    errors = [{"field": e.field, "message": e.message} for e in field_errors_from_pydantic(error.errors())]
+    errors = _field_errors(error)
     if when == "reload":
         get_logger().error(
             "configuration reload refused: the new settings are invalid; the current ones stay in force",
@@ -328,6 +382,12 @@ def _report_invalid(error: ValidationError, stamp: int, *, when: str) -> None:
     events.publish(
         "ConfigurationValidated", {"valid": False, "version": stamp, "when": when, "errors": errors}
     )
+
+
+def _field_errors(error: ValidationError) -> list[dict[str, str]]:
+    from underlay.errors import field_errors_from_pydantic
+
+    return [{"field": e.field, "message": e.message} for e in field_errors_from_pydantic(error.errors())]
 
 
 def _snapshot_unavailable(error: BaseException) -> None:

@@ -88,9 +88,12 @@ def _fresh() -> runtime.Loaded:
 
 def list_settings() -> dict[str, Any]:
     loaded = _fresh()
+    errors = runtime.invalid_errors()  # stored values that break the configuration, left out until fixed
     return {
         "stage": loaded.settings.stage,
         "version": loaded.version,
+        "valid": not errors,
+        "errors": errors,
         "settings": [view(loaded, key) for key in keys.catalogue().values()],
     }
 
