@@ -114,6 +114,7 @@ REQUEST_HOOKS: tuple[str, ...] = (
     "underlay.ratelimit:hook",
     # --- end of cache ---
     # --- admin (issue 8: RED metrics, error groups) ---
+    "underlay.admin.recorder:hook",
     # --- end of admin ---
 )
 

@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from underlay.admin.settings import AdminSettings
 from underlay.auth_settings import AuthSettings
 from underlay.email.settings import EmailSettings
 
@@ -244,6 +245,7 @@ class Settings(BaseModel):
     email: EmailSettings = Field(default_factory=EmailSettings)
     # --- end of jobs ---
     # --- admin (issue 8) ---
+    admin: AdminSettings = Field(default_factory=AdminSettings)
     # --- end of admin ---
     # Physical names of declared resources, set by CDK (see `declaration.env_name`) or the local stack.
     tables: dict[str, str] = Field(default_factory=dict)
