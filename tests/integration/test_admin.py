@@ -38,9 +38,12 @@ def env(aws: dict[str, str], clean_env: pytest.MonkeyPatch) -> Iterator[dict[str
     from underlay.admin import metrics
 
     clean_env.setenv("UNDERLAY_REDIS__PREFIX", f"t{uuid.uuid4().hex[:8]}:")
-    metrics.take_violations()
+    clean_env.setenv(
+        "UNDERLAY_ADMIN__METRICS_FLUSH_SECONDS", "0"
+    )  # every request writes (see the batching test)
+    metrics.reset_counts()
     yield aws
-    metrics.take_violations()
+    metrics.reset_counts()
 
 
 def admin(method: str, path: str, *, scopes: str | None = "platform:read", **kwargs: Any) -> dict[str, Any]:
@@ -408,17 +411,10 @@ def test_metrics_show_cache_hits_and_misses_by_type(env: dict[str, str]) -> None
     assert hits == {"detail": 3} and misses["detail"] == 1 and sum(misses.values()) == 2
 
 
-def test_one_round_trip_per_request(
-    env: dict[str, str], redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The hook's writes for a request are one pipelined send to Redis (the live probe is not rate limited, so
-    nothing else talks to Redis), and its TTL is refreshed now and then, not per request."""
-    import redis as redis_py
+def _sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every command (or pipeline) sent to Redis from now on, one entry each."""
     from redis.connection import AbstractConnection
 
-    from functions.health.app import handler
-
-    handler(http_event("GET", "/v1/health/live"), None)  # the connection and the TTL refresh
     sends: list[int] = []
     original = AbstractConnection.send_packed_command
 
@@ -427,11 +423,25 @@ def test_one_round_trip_per_request(
         original(self, command, check_health)
 
     monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    return sends
+
+
+def test_one_round_trip_per_request(
+    env: dict[str, str], redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hook's writes for a request are one pipelined send to Redis (the live probe is not rate limited, so
+    nothing else talks to Redis), and its TTL is refreshed now and then, not per request."""
+    import redis as redis_py
+
+    from functions.health.app import handler
+
+    handler(http_event("GET", "/v1/health/live"), None)  # the connection and the TTL refresh
     stats = redis_py.Redis.from_url(redis_url)
     before = stats.info("commandstats")
-    sends.clear()
+    sends = _sends(monkeypatch)
     handler(http_event("GET", "/v1/health/live"), None)
     assert len(sends) == 1
+    monkeypatch.undo()
     after = stats.info("commandstats")
 
     def calls(command: str, found: dict[str, Any]) -> int:
@@ -439,6 +449,50 @@ def test_one_round_trip_per_request(
 
     assert calls("hincrby", after) - calls("hincrby", before) == 3
     assert calls("expire", after) == calls("expire", before)
+
+
+def test_requests_are_batched_between_flushes(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a flush interval, an instance writes its counts at most that often: most requests cost no I/O, and
+    no count is lost or counted twice."""
+    from underlay.settings import reset_settings
+
+    from functions.health.app import handler
+
+    monkeypatch.setenv("UNDERLAY_ADMIN__METRICS_FLUSH_SECONDS", "60")
+    reset_settings()
+    handler(http_event("GET", "/v1/health/live"), None)  # an instance's first request writes at once
+    sends = _sends(monkeypatch)
+    for _ in range(20):
+        handler(http_event("GET", "/v1/health/live"), None)
+    assert sends == []
+    monkeypatch.setenv("UNDERLAY_ADMIN__METRICS_FLUSH_SECONDS", "0")
+    reset_settings()
+    handler(http_event("GET", "/v1/health/live"), None)  # due: everything counted so far, in one send
+    assert len(sends) == 1
+    monkeypatch.undo()
+    families = parse(admin("GET", "/v1/metrics", scopes="metrics:read"))
+    (live,) = [s for s in families["http_requests"].samples if s.labels["route"] == "/v1/health/live"]
+    assert live.value == 22
+
+
+def test_an_error_is_written_at_once_with_the_counts(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from underlay.admin import errors, stats
+    from underlay.settings import reset_settings
+
+    monkeypatch.setenv("UNDERLAY_ADMIN__METRICS_FLUSH_SECONDS", "60")
+    reset_settings()
+    admin("GET", "/v1/admin/errors")  # the first write
+    monkeypatch.setattr(stats, "collect", [].pop)
+    assert admin("GET", "/v1/admin/stats")["statusCode"] == 500
+    (group,), _, _ = errors.list_groups()
+    assert group["type"] == "IndexError" and group["count"] == 1
+    monkeypatch.setenv("UNDERLAY_ADMIN__METRICS_FLUSH_SECONDS", "0")
+    reset_settings()
+    families = parse(admin("GET", "/v1/metrics", scopes="metrics:read"))
+    requests = {(s.labels["route"], s.labels["status"]): s.value for s in families["http_requests"].samples}
+    assert requests[("/v1/admin/stats", "500")] == 1 and requests[("/v1/admin/errors", "200")] == 1
 
 
 def _requests_in_child(redis_url: str, prefix: str, n: int) -> None:

@@ -1,20 +1,24 @@
 """Prometheus metrics aggregated across every instance in Redis, served by `GET /v1/metrics`.
 
-Written by the request hook (`underlay.admin.recorder`) in its one pipelined round trip per request, and by the
-job worker once per finished attempt; read and rendered in the text exposition format (0.0.4) per scrape.
+Requests are counted in process and written by the request hook (`underlay.admin.recorder`) in one pipelined
+round trip at most every `admin.metrics_flush_seconds` (1 s; 0 writes on every request), and at once with any
+request that records an error. So a busy instance pays a few microseconds per request, not a Redis round trip.
+The price: an instance's counts since its last write wait for its next request, and are lost if Lambda retires
+it before one (at most one interval's worth per instance). The job worker writes once per finished attempt.
+Read and rendered in the text exposition format (0.0.4) per scrape.
 
 Redis keys (under the configured prefix):
 - `metrics:http:<METHOD> <route>`: a hash per route (the declared path template, or `$default` for requests
   that matched none: bounded labels). Fields `c:<status>` (requests), `b:<i>` (requests whose duration fell in
-  bucket i, not cumulative: one HINCRBY per request instead of twelve) and `us` (total microseconds). Its TTL
-  (`admin.metrics_ttl_days`) is refreshed at most every ten minutes per instance, not per request.
+  bucket i, not cumulative: three HINCRBYs per write instead of fourteen) and `us` (total microseconds). Its TTL
+  (`admin.metrics_ttl_days`) is refreshed at most every ten minutes per instance, not per write.
 - `metrics:jobs`: `<outcome>|<job type>` -> finished attempts (succeeded, failed, retried, cancelled).
 - `metrics:ratelimit`: `<tier>|<route>` -> requests refused with 429.
 - `metrics:ratelimit:hour:<h>`: refusals in clock hour `h` (epoch hours), for the 24 h figure of the stats.
 - the cache's own hit/miss hash (`underlay.cache`), read as it is.
 
 Rate-limit refusals are counted in process by `count_violation` (one call from the limiter's deny path, no I/O)
-and written by the same request's hook, in its round trip.
+and written with the request counts.
 
 Exposed families: `http_requests_total{method,route,status}`, `http_request_duration_seconds{method,route}`
 (histogram, buckets `BUCKETS`), `cache_hits_total{cache_type}`, `cache_misses_total{cache_type}`,
@@ -46,8 +50,10 @@ _EXPIRE_EVERY_SECONDS = 600.0
 _keys: dict[tuple[str, str, str], str] = {}  # (prefix, method, route) -> the route's hash key
 _statuses: dict[int, str] = {}  # status -> field name
 _expire_due: dict[str, float] = {}  # key -> when this instance next refreshes its TTL (monotonic)
-_pending: Counter[tuple[str, str]] = Counter()  # (route, tier) -> refusals not yet written
-_pending_lock = threading.Lock()
+# (key, hash field) -> count not yet written; a field of None is a plain counter (INCRBY).
+_buffer: Counter[tuple[str, str | None]] = Counter()
+_lock = threading.Lock()
+_last_flush = float("-inf")  # monotonic; an instance's first request writes at once
 
 
 def _key(*parts: str) -> str:
@@ -78,65 +84,84 @@ def route_labels(method: str, route: Route | None) -> tuple[str, str]:
 # --- writing ----------------------------------------------------------------------------------------
 
 
-def queue_request(
-    pipe: Pipeline, method: str, route: str, status: int, seconds: float, *, cfg: AdminSettings
-) -> None:
-    """Queue one request's counts: three HINCRBYs on the route's hash (and now and then its EXPIRE)."""
+def count_request(method: str, route: str, status: int, seconds: float) -> None:
+    """Count one request in process (three counter increments; written by the next due flush)."""
     key = http_key(method, route)
     us = int(seconds * 1_000_000)
     field = _statuses.get(status)
     if field is None:
         field = _statuses[status] = f"c:{status}"
-    pipe.hincrby(key, field, 1)
-    pipe.hincrby(key, _BUCKET_FIELDS[bisect_left(_BOUNDS_US, us)], 1)
-    pipe.hincrby(key, "us", us)
+    bucket = _BUCKET_FIELDS[bisect_left(_BOUNDS_US, us)]
+    with _lock:
+        _buffer[(key, field)] += 1
+        _buffer[(key, bucket)] += 1
+        _buffer[(key, "us")] += us
+
+
+def count_violation(route: str, tier: str) -> None:
+    """A request refused by the rate limiter (called from its deny path): counted in process, no I/O here."""
+    from underlay.admin.settings import admin_settings
+
+    hourly = _key("ratelimit", "hour", str(int(time.time() // 3600)))
+    prometheus = (_key("ratelimit"), f"{tier}|{route}") if admin_settings().metrics_enabled else None
+    with _lock:
+        _buffer[(hourly, None)] += 1
+        if prometheus is not None:
+            _buffer[prometheus] += 1
+
+
+def flush_due(cfg: AdminSettings) -> bool:
+    """Are there counts, and has `admin.metrics_flush_seconds` passed since this instance last wrote?"""
+    return bool(_buffer) and time.monotonic() - _last_flush >= cfg.metrics_flush_seconds
+
+
+def take_counts() -> Counter[tuple[str, str | None]]:
+    """The counts not yet written (the buffer starts again, and so does the flush interval)."""
+    global _buffer, _last_flush
+    with _lock:
+        taken, _buffer = _buffer, Counter()
+        _last_flush = time.monotonic()
+    return taken
+
+
+def restore_counts(counts: Counter[tuple[str, str | None]]) -> None:
+    """Keep counts a failed write did not store, for the next flush (bounded: routes x statuses x buckets)."""
+    if counts:
+        with _lock:
+            _buffer.update(counts)
+
+
+def reset_counts() -> None:
+    """Forget unwritten counts and flush timing (tests)."""
+    global _last_flush
+    take_counts()
+    _last_flush = float("-inf")
+
+
+def queue_counts(pipe: Pipeline, counts: Counter[tuple[str, str | None]], cfg: AdminSettings) -> None:
+    """Queue the writes of `counts`: HINCRBY per hash field, INCRBY per plain counter, and each key's EXPIRE
+    at most every ten minutes per instance."""
+    ttls: dict[str, int] = {}
+    for (key, field), n in counts.items():
+        if field is None:
+            pipe.incrby(key, n)
+            ttls[key] = HOUR_TTL_SECONDS
+        else:
+            pipe.hincrby(key, field, n)
+            ttls[key] = cfg.metrics_ttl_days * 86400
     now = time.monotonic()
-    if _expire_due.get(key, 0.0) <= now:
-        _expire_due[key] = now + _EXPIRE_EVERY_SECONDS
-        pipe.expire(key, cfg.metrics_ttl_days * 86400)
+    if len(_expire_due) > 4096:
+        _expire_due.clear()
+    for key, ttl in ttls.items():
+        if _expire_due.get(key, 0.0) <= now:
+            _expire_due[key] = now + _EXPIRE_EVERY_SECONDS
+            pipe.expire(key, ttl)
 
 
 def queue_job(pipe: Pipeline, job_type: str, outcome: str, cfg: AdminSettings) -> None:
     key = _key("jobs")
     pipe.hincrby(key, f"{outcome}|{job_type}", 1)
     pipe.expire(key, cfg.metrics_ttl_days * 86400)
-
-
-def count_violation(route: str, tier: str) -> None:
-    """A request refused by the rate limiter (called from its deny path): counted here, written by the hook."""
-    with _pending_lock:
-        _pending[(route, tier)] += 1
-
-
-def has_pending_violations() -> bool:
-    return bool(_pending)
-
-
-def take_violations() -> Counter[tuple[str, str]]:
-    global _pending
-    with _pending_lock:
-        taken, _pending = _pending, Counter()
-    return taken
-
-
-def restore_violations(pending: Counter[tuple[str, str]]) -> None:
-    """Keep refusals a failed write did not store, for the next request's write (bounded: routes x tiers)."""
-    if pending:
-        with _pending_lock:
-            _pending.update(pending)
-
-
-def queue_violations(
-    pipe: Pipeline, pending: Counter[tuple[str, str]], now: float, cfg: AdminSettings
-) -> None:
-    hourly = _key("ratelimit", "hour", str(int(now // 3600)))
-    pipe.incrby(hourly, sum(pending.values()))
-    pipe.expire(hourly, HOUR_TTL_SECONDS)
-    if cfg.metrics_enabled:
-        key = _key("ratelimit")
-        for (route, tier), n in pending.items():
-            pipe.hincrby(key, f"{tier}|{route}", n)
-        pipe.expire(key, cfg.metrics_ttl_days * 86400)
 
 
 def emit(name: str, **dimensions: str) -> None:

@@ -2,9 +2,10 @@
 error groups, written in one pipelined round trip.
 
 - `hook` (listed in `http.REQUEST_HOOKS`): after each request of every API function, counts it for
-  `GET /v1/metrics` (unless `admin.metrics_enabled` is off), writes the rate-limit refusals counted in process,
-  and records the unexpected exception behind a 500 (`RequestInfo.error`) into its error group. A 5xx also
-  counts the EMF metric `ServerErrors` by function (the per-function 5xx-rate alarm).
+  `GET /v1/metrics` (unless `admin.metrics_enabled` is off) and, when a flush is due (see `underlay.admin.metrics`)
+  or the request hit an unexpected exception (`RequestInfo.error`, a 500), writes the counts, the rate-limit
+  refusals and the error's group in one pipelined round trip. A 5xx also counts the EMF metric `ServerErrors` by
+  function (the per-function 5xx-rate alarm).
 - `record_job` (called by the job worker): counts a finished attempt by outcome (`jobs_total` and the EMF
   metrics `JobSucceeded`, `JobFailed`, `JobRetried`, `JobCancelled`) and records a failure's error group.
 
@@ -112,33 +113,31 @@ class RequestRecorder:
 
         settings = get_settings()
         cfg = settings.admin
-        error = request.error
         if status >= 500 and request.route is not None:
             metrics.emit("ServerErrors", function=request.route.function)
-        if not (cfg.metrics_enabled or error is not None or metrics.has_pending_violations()):
-            return
         if not settings.redis.configured:
             return
-        seconds = time.perf_counter() - request.started
-        now = time.time()
-        pending = metrics.take_violations()
+        error = request.error
+        if cfg.metrics_enabled:
+            method, route = metrics.route_labels(request.method, request.route)
+            metrics.count_request(method, route, status, time.perf_counter() - request.started)
+        if error is None and not metrics.flush_due(cfg):
+            return
+        counts = metrics.take_counts()
         found = None
+        now = time.time()
         if error is not None:
             from underlay import context
 
             found = errors.occurrence(error, request.route_key, context.current().correlation_id)
 
         def queue(pipe: Pipeline) -> int | None:
-            if cfg.metrics_enabled:
-                method, route = metrics.route_labels(request.method, request.route)
-                metrics.queue_request(pipe, method, route, status, seconds, cfg=cfg)
-            if pending:
-                metrics.queue_violations(pipe, pending, now, cfg)
+            metrics.queue_counts(pipe, counts, cfg)
             return errors.queue(pipe, found, now, cfg) if found is not None else None
 
         replies, index = redis_round_trip(queue)
         if replies is None:
-            metrics.restore_violations(pending)
+            metrics.restore_counts(counts)
             return
         if found is not None and index is not None:
             errors.check_spike(found, replies[index], cfg)

@@ -11,6 +11,8 @@ class AdminSettings(BaseModel):
     # Per-request RED metrics, job and rate-limit counters in Redis for `GET /v1/metrics`. Off: nothing is
     # written per request and the endpoint answers 404.
     metrics_enabled: bool = True
+    # Requests are counted in process and written at most this often per instance (0: on every request).
+    metrics_flush_seconds: float = Field(default=1.0, ge=0, le=60)
     # A metrics hash that no request touched for this long expires (Prometheus sees a counter reset).
     metrics_ttl_days: int = Field(default=30, ge=1, le=3650)
     # An error group seen this many times within one clock hour is a spike: ErrorAggregated and the
