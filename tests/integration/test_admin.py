@@ -150,12 +150,19 @@ def test_a_failing_section_reports_its_error_and_the_rest_still_answers(
     def broken() -> dict[str, Any]:
         raise RuntimeError("secret connection string redis://user:pw@host")
 
+    def denied() -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "arn:aws:..."}}, "Query")
+
     monkeypatch.setitem(stats.SECTIONS, "flags", broken)
+    monkeypatch.setitem(stats.SECTIONS, "rate_limits", denied)
     monkeypatch.delenv("UNDERLAY_TABLES__AUDIT")  # a function without the audit table
     response = admin("GET", "/v1/admin/stats")
     assert response["statusCode"] == 200
     found = body(response)
     assert found["flags"] == {"error": "RuntimeError"}  # the type, never the message
+    assert found["rate_limits"] == {"error": "AWS error AccessDeniedException"}
     assert found["audit"] == {"error": "The audit table is not configured for this function."}
     assert found["jobs"]["last_24h"]["pending"] == 0 and "error" not in found["cache"]
 

@@ -57,12 +57,10 @@ def describe(error: BaseException) -> str:
 
     if isinstance(error, UnderlayError):
         return error.detail
-    response = getattr(error, "response", None)
-    if isinstance(response, dict):
-        from underlay.aws import error_code
+    from underlay.aws import error_code
 
-        return f"AWS error {error_code(error)}"  # type: ignore[arg-type]
-    return f"{type(error).__name__}"
+    code = error_code(error)
+    return f"AWS error {code}" if code else type(error).__name__
 
 
 def collect(sections: dict[str, Provider] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
