@@ -193,6 +193,11 @@ class UnderlayStack(Stack):
             stage=config.stage,
             http_api=self.api.http_api,
             functions=self.functions.functions,
+            api_functions=sorted({r.function for r in declaration.ROUTES}),
+            # ElastiCache names a replication group's nodes <group id>-001, -002, ...
+            cache_cluster_ids=[
+                f"{self.cache.group.ref}-{n:03d}" for n in range(1, 2 + config.redis.replicas)
+            ],
             queues=self.messaging.queues,
             dlqs={
                 **self.messaging.dlqs,

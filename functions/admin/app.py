@@ -1,15 +1,47 @@
-"""Admin API. Rate-limit resets live in `underlay.ratelimit`.
+"""Admin API: platform statistics, error groups, Prometheus metrics (`underlay.admin`), rate-limit resets
+(`underlay.ratelimit`).
 
 No `from __future__ import annotations` here: Powertools reads the route signatures at runtime.
 """
 
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from underlay import ratelimit
+from underlay.admin.metrics import CONTENT_TYPE
 from underlay.http import create_app
 
 app = create_app("admin")
+
+
+@app.handles("GET /v1/admin/stats")
+def stats() -> dict[str, Any]:
+    """Every stats section; one that fails answers `{"error": ...}` and the others still come."""
+    from underlay.admin import stats as sections
+
+    return sections.collect()
+
+
+@app.handles("GET /v1/admin/errors")
+def errors(
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> dict[str, Any]:
+    from underlay.admin import errors as groups
+
+    found, next_cursor, trend = groups.list_groups(limit, cursor)
+    return {"groups": found, "next_cursor": next_cursor, "trend": trend}
+
+
+@app.handles(
+    "GET /v1/metrics",
+    responses={200: {"description": "Prometheus text format", "content": {CONTENT_TYPE: {}}}},
+)
+def metrics():
+    from underlay.admin.metrics import render
+
+    return Response(200, CONTENT_TYPE, render())
 
 
 @app.handles("DELETE /v1/admin/rate-limits/{subject}")

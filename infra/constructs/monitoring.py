@@ -1,8 +1,8 @@
-"""Alarms to an SNS topic, and one dashboard for the API, the functions and the queues."""
+"""Alarms to an SNS topic, and one dashboard for the API, the functions, the queues, the cache and the jobs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigatewayv2 as apigw
@@ -18,11 +18,18 @@ from constructs import Construct
 
 PERIOD = Duration.minutes(5)
 HEALTH_ALERT_TOPIC_ENV = "UNDERLAY_HEALTH__ALERT_TOPIC_ARN"  # HealthSettings.alert_topic_arn
+# The EMF namespace of the layer's own metrics (ObservabilitySettings.metrics_namespace) and what it emits:
+# `ServerErrors` {stage, function} per 5xx answer, `ErrorSpike` {stage} once per error group per hour over the
+# threshold, `Job<Outcome>` {stage} per finished job attempt (underlay.admin.recorder).
+METRICS_NAMESPACE = "Underlay"
+JOB_OUTCOME_METRICS = ("JobSucceeded", "JobFailed", "JobRetried", "JobCancelled")
+REDIS_MEMORY_PERCENT = 80  # ElastiCache DatabaseMemoryUsagePercentage: evictions start at maxmemory
 
 
 class Monitoring(Construct):
-    """Alarms: API 5xx rate, API p95 latency, throttles and errors per function, a backlog of `queue_depth`
-    messages on any job queue, messages in any DLQ.
+    """Alarms: API 5xx rate and p95 latency, and the same per API function (5xx answers over invocations; p95
+    of the Lambda duration), throttles and errors per function, a backlog of `queue_depth` messages on any job
+    queue, messages in any DLQ, Redis memory at `REDIS_MEMORY_PERCENT` on any cache node, and error spikes.
 
     The topic is encrypted with its own key, whose policy lets CloudWatch publish (the AWS-managed SNS key
     does not, so alarms would fail silently on it).
@@ -36,6 +43,8 @@ class Monitoring(Construct):
         stage: str,
         http_api: apigw.IHttpApi,
         functions: Mapping[str, lambda_.IFunction],
+        api_functions: Sequence[str],
+        cache_cluster_ids: Sequence[str],
         queues: Mapping[str, sqs.IQueue],
         dlqs: Mapping[str, sqs.IQueue],
         queue_depth: int,
@@ -93,6 +102,59 @@ class Monitoring(Construct):
             self._alarm(
                 f"{name}-errors", fn.metric_errors(period=PERIOD, statistic="Sum"), 0, f"Lambda {name} errors"
             )
+        self._stage = stage
+        server_error_rates = {}
+        for name in api_functions:
+            fn = functions[name]
+            rate = server_error_rates[name] = cw.MathExpression(
+                # Ids unique per function: the dashboard graphs every function's expression together.
+                expression=f"IF(calls_{name} > 0, 100 * FILL(errors_{name}, 0) / calls_{name}, 0)",
+                using_metrics={
+                    f"errors_{name}": self.metric("ServerErrors", function=name),
+                    f"calls_{name}": fn.metric_invocations(period=PERIOD, statistic="Sum"),
+                },
+                period=PERIOD,
+                label=f"{name} 5xx %",
+            )
+            self._alarm(
+                f"{name}-5xx-rate",
+                rate,
+                api_5xx_rate_percent,
+                f"{name}: more than {api_5xx_rate_percent}% of requests answered 5xx",
+            )
+            self._alarm(
+                f"{name}-p95-latency",
+                fn.metric_duration(period=PERIOD, statistic="p95"),
+                api_p95_latency_ms,
+                f"{name}: p95 duration above {api_p95_latency_ms} ms",
+            )
+        redis_memory = [
+            cw.Metric(
+                namespace="AWS/ElastiCache",
+                metric_name="DatabaseMemoryUsagePercentage",
+                dimensions_map={"CacheClusterId": node},
+                period=PERIOD,
+                statistic="Maximum",
+            )
+            for node in cache_cluster_ids
+        ]
+        for i, metric in enumerate(redis_memory):
+            self._alarm(
+                f"redis-memory-{i + 1}",
+                metric,
+                REDIS_MEMORY_PERCENT,
+                f"Redis node {i + 1} uses {REDIS_MEMORY_PERCENT}% or more of its memory",
+                evaluation_periods=1,
+                comparison=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            )
+        error_spikes = self.metric("ErrorSpike")
+        self._alarm(
+            "error-spike",
+            error_spikes,
+            0,
+            "An error group went over admin.error_spike_threshold in an hour (GET /v1/admin/errors)",
+            evaluation_periods=1,
+        )
         for name, queue in queues.items():
             # A backlog that size means the workers are not keeping up (or not running at all).
             self._alarm(
@@ -171,6 +233,56 @@ class Monitoring(Construct):
                     for name, q in queues.items()
                 ],
             ),
+        )
+
+        self.dashboard.add_widgets(
+            cw.GraphWidget(
+                title="5xx answers by API function",
+                left=[self.metric("ServerErrors", function=name, label=name) for name in api_functions],
+            ),
+            cw.GraphWidget(title="5xx rate by API function (%)", left=list(server_error_rates.values())),
+            cw.GraphWidget(
+                title="Error spikes",
+                left=[error_spikes],
+                right=[self.metric("AdminRecordDropped", label="admin records dropped (Redis down)")],
+            ),
+        )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Redis keyspace hit rate (%)",
+                left=[
+                    cw.Metric(
+                        namespace="AWS/ElastiCache",
+                        metric_name="CacheHitRate",
+                        dimensions_map={"CacheClusterId": node},
+                        period=PERIOD,
+                        statistic="Average",
+                        label=f"node {i + 1} hit rate",
+                    )
+                    for i, node in enumerate(cache_cluster_ids)
+                ],
+            ),
+            cw.GraphWidget(
+                title="Redis memory (%)",
+                left=[m.with_(label=f"node {i + 1} memory %") for i, m in enumerate(redis_memory)],
+            ),
+            cw.GraphWidget(
+                title="Job outcomes",
+                left=[
+                    self.metric(name, label=name.removeprefix("Job").lower()) for name in JOB_OUTCOME_METRICS
+                ],
+            ),
+        )
+
+    def metric(self, name: str, *, label: str | None = None, **dimensions: str) -> cw.Metric:
+        """A Sum of one of the layer's own EMF counts, with the stage dimension every one of them carries."""
+        return cw.Metric(
+            namespace=METRICS_NAMESPACE,
+            metric_name=name,
+            dimensions_map={"stage": self._stage, **dimensions},
+            period=PERIOD,
+            statistic="Sum",
+            label=label,
         )
 
     def grant_health_alerts(self, fn: lambda_.Function) -> None:

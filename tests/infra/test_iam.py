@@ -126,11 +126,33 @@ def test_appenders_get_exactly_the_append_actions_on_the_audit_table(synth: Synt
     assert declaration.Grant("table", "audit", "append") in declaration.function(function).grants
     statements = role_statements(synth, function)
     dynamodb = beyond_config(synth, allowed(statements, "dynamodb:"))
+    if function == "admin":  # it also reads (its stats count flags, jobs and audit entries): see below
+        dynamodb = {a: r for a, r in dynamodb.items() if a in APPEND_ENTRIES}
+        dynamodb = {a: r & {arn(synth, data.tables["audit"])} for a, r in dynamodb.items()}
     assert dynamodb == {a: {arn(synth, data.tables["audit"])} for a in APPEND_ENTRIES}
     assert set(APPEND_ENTRIES) == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem"}
     kms = allowed(statements, "kms:")
     for action in ("kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey*"):
         assert kms[action] == {arn(synth, data.key)}, action
+
+
+def test_admin_only_reads_the_tables_its_stats_count_and_only_puts_audit_entries(synth: Synth) -> None:
+    tables = synth.stack.data.tables
+    counted = {"flags", "jobs", "audit"}
+    readable = {arn(synth, tables[t]) for t in counted} | {index_arns(synth, tables[t]) for t in counted}
+    readable.add(arn(synth, tables["config"]))  # runtime settings, as every function but the authorizer
+    for action, resources in allowed(role_statements(synth, "admin"), "dynamodb:").items():
+        assert action not in ITEM_MUTATIONS, action
+        if action == "dynamodb:PutItem":
+            assert resources == {arn(synth, tables["audit"])}
+        else:
+            assert resources <= readable, f"{action} on {resources - readable}"
+    queues = synth.stack.messaging
+    jobs = [q for name, q in queues.queues.items() if name.startswith("jobs-")]
+    jobs += [q for name, q in queues.dlqs.items() if name.startswith("jobs-")]
+    assert allowed(role_statements(synth, "admin"), "sqs:") == {
+        "sqs:GetQueueAttributes": {arn(synth, q) for q in jobs}
+    }
 
 
 def test_the_audit_api_queries_the_table_and_its_indexes_and_only_puts(synth: Synth) -> None:

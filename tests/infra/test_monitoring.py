@@ -5,9 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+from aws_cdk.assertions import Match, Template
 from underlay import declaration
 
-from infra.constructs.monitoring import HEALTH_ALERT_TOPIC_ENV
+from infra.constructs.monitoring import (
+    HEALTH_ALERT_TOPIC_ENV,
+    JOB_OUTCOME_METRICS,
+    METRICS_NAMESPACE,
+    REDIS_MEMORY_PERCENT,
+)
 from tests.infra.conftest import Synth, allowed, get_att, ref, role_statements
 
 
@@ -143,3 +150,171 @@ def test_the_job_worker_may_alert_on_the_alarm_topic(synth: Synth) -> None:
         else:
             assert not allowed(statements, "sns:"), spec.name
             assert HEALTH_ALERT_TOPIC_ENV not in env["Variables"], spec.name
+
+
+# --- issue 8: per-function RED alarms, Redis memory, error spikes, the dashboard (CDK assertions) ---------
+
+
+@pytest.fixture(scope="module")
+def template(synth: Synth) -> Template:
+    """The session's one synth as an assertions Template (no second synth)."""
+    return Template.from_json(synth.template)
+
+
+def _api_functions() -> list[str]:
+    return sorted({r.function for r in declaration.ROUTES})
+
+
+def test_the_layer_and_the_alarms_agree_on_the_metric_namespace() -> None:
+    from underlay.settings import ObservabilitySettings
+
+    assert ObservabilitySettings().metrics_namespace == METRICS_NAMESPACE
+
+
+def test_every_api_function_alarms_on_its_5xx_rate(synth: Synth, template: Template) -> None:
+    assert _api_functions() == ["admin", "audit", "cache", "flags", "health", "jobs"]
+    for name in _api_functions():
+        fn = ref(synth.logical_id(synth.stack.functions.functions[name]))
+        template.has_resource_properties(
+            "AWS::CloudWatch::Alarm",
+            {
+                "AlarmName": f"underlay-{synth.config.stage}-{name}-5xx-rate",
+                "Threshold": synth.config.alarms.api_5xx_rate_percent,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "AlarmActions": [_topic(synth)],
+                "Metrics": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Expression": f"IF(calls_{name} > 0, 100 * FILL(errors_{name}, 0) / calls_{name}, 0)"
+                            }
+                        ),
+                        Match.object_like(
+                            {
+                                "Id": f"errors_{name}",
+                                "MetricStat": Match.object_like(
+                                    {
+                                        "Metric": {
+                                            "Namespace": METRICS_NAMESPACE,
+                                            "MetricName": "ServerErrors",
+                                            "Dimensions": Match.array_with(
+                                                [
+                                                    {"Name": "function", "Value": name},
+                                                    {"Name": "stage", "Value": synth.config.stage},
+                                                ]
+                                            ),
+                                        },
+                                        "Stat": "Sum",
+                                    }
+                                ),
+                            }
+                        ),
+                        Match.object_like(
+                            {
+                                "Id": f"calls_{name}",
+                                "MetricStat": Match.object_like(
+                                    {
+                                        "Metric": Match.object_like(
+                                            {
+                                                "MetricName": "Invocations",
+                                                "Dimensions": [{"Name": "FunctionName", "Value": fn}],
+                                            }
+                                        )
+                                    }
+                                ),
+                            }
+                        ),
+                    ]
+                ),
+            },
+        )
+    names = {a["AlarmName"] for a in _alarms(synth)}
+    assert {n for n in names if n.endswith("-5xx-rate")} == {
+        f"underlay-{synth.config.stage}-{n}-5xx-rate" for n in ["api", *_api_functions()]
+    }  # none for the authorizer, workers or stream consumers: they answer no HTTP status
+
+
+def test_every_api_function_alarms_on_its_p95_latency(synth: Synth, template: Template) -> None:
+    for name in _api_functions():
+        fn = ref(synth.logical_id(synth.stack.functions.functions[name]))
+        template.has_resource_properties(
+            "AWS::CloudWatch::Alarm",
+            {
+                "AlarmName": f"underlay-{synth.config.stage}-{name}-p95-latency",
+                "Namespace": "AWS/Lambda",
+                "MetricName": "Duration",
+                "ExtendedStatistic": "p95",
+                "Dimensions": [{"Name": "FunctionName", "Value": fn}],
+                "Threshold": synth.config.alarms.api_p95_latency_ms,
+                "AlarmActions": [_topic(synth)],
+            },
+        )
+
+
+def test_redis_memory_alarms_at_80_percent_on_every_node(synth: Synth, template: Template) -> None:
+    group = synth.logical_id(synth.stack.cache.group)
+    nodes = 1 + synth.config.redis.replicas
+    for n in range(1, nodes + 1):
+        template.has_resource_properties(
+            "AWS::CloudWatch::Alarm",
+            {
+                "Namespace": "AWS/ElastiCache",
+                "MetricName": "DatabaseMemoryUsagePercentage",
+                "Dimensions": [
+                    {"Name": "CacheClusterId", "Value": {"Fn::Join": ["", [ref(group), f"-{n:03d}"]]}}
+                ],
+                "Threshold": REDIS_MEMORY_PERCENT,
+                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                "Statistic": "Maximum",
+                "AlarmActions": [_topic(synth)],
+            },
+        )
+    memory = [a for a in _alarms(synth) if a.get("MetricName") == "DatabaseMemoryUsagePercentage"]
+    assert len(memory) == nodes
+
+
+def test_an_error_spike_alarms(synth: Synth, template: Template) -> None:
+    """The alarm watches the metric exactly as `underlay.admin` emits it (tests/integration/test_admin.py)."""
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "AlarmName": f"underlay-{synth.config.stage}-error-spike",
+            "Namespace": METRICS_NAMESPACE,
+            "MetricName": "ErrorSpike",
+            "Dimensions": [{"Name": "stage", "Value": synth.config.stage}],
+            "Statistic": "Sum",
+            "Threshold": 0,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "EvaluationPeriods": 1,
+            "AlarmActions": [_topic(synth)],
+            "OKActions": [_topic(synth)],
+        },
+    )
+
+
+def test_the_dashboard_shows_red_cache_queues_and_job_outcomes(template: Template) -> None:
+    template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
+    (dashboard,) = template.find_resources("AWS::CloudWatch::Dashboard").values()
+    # The body is a Fn::Join of JSON text and tokens (ARNs, names): its text parts are enough here.
+    body = "".join(p for p in dashboard["Properties"]["DashboardBody"]["Fn::Join"][1] if isinstance(p, str))
+    for title in (
+        "5xx answers by API function",
+        "5xx rate by API function (%)",
+        "Redis keyspace hit rate (%)",
+        "Redis memory (%)",
+        "Queue depth",
+        "Job outcomes",
+        "Error spikes",
+    ):
+        assert f'"title":"{title}"' in body, title
+    for metric in (
+        "ServerErrors",
+        "CacheHitRate",
+        "DatabaseMemoryUsagePercentage",
+        "ErrorSpike",
+        *JOB_OUTCOME_METRICS,
+    ):
+        assert f'"{metric}"' in body, metric
+    template.has_resource_properties(
+        "AWS::CloudWatch::Dashboard", {"DashboardName": Match.string_like_regexp("^Underlay-")}
+    )

@@ -338,6 +338,8 @@ def test_the_deny_cache_lasts_at_most_its_maximum(env: pytest.MonkeyPatch, redis
 def dead_redis(env: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     env.setenv("UNDERLAY_REDIS__URL", f"redis://127.0.0.1:{free_port()}/0")
     env.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    # Only the limiter talks to Redis here (the admin metrics hook's failures would open the shared breaker sooner).
+    env.setenv("UNDERLAY_ADMIN__METRICS_ENABLED", "false")
     return env
 
 

@@ -110,6 +110,7 @@ def _run(name: str, script: str, env: dict[str, str]) -> float:
     targets=(
         Target("cold_init_ms.authorizer", "<=", 150.0),
         Target("cold_init_ratio.health_vs_reference", "<=", 1.2),
+        Target("cold_init_ratio.admin_vs_reference", "<=", 1.2),
     ),
 )
 def cold_start() -> Figures:
@@ -130,4 +131,5 @@ def cold_start() -> Figures:
         **{f"cold_init_ms.{name}": round(ms, 1) for name, ms in medians.items()},
         # Two decimals: at one, 1.24 would read as 1.2 against a 1.2 target.
         "cold_init_ratio.health_vs_reference": round(medians["health"] / medians["reference"], 2),
+        "cold_init_ratio.admin_vs_reference": round(medians["admin"] / medians["reference"], 2),
     }

@@ -181,7 +181,15 @@ FUNCTIONS: tuple[Function, ...] = (
         memory_mb=256,
         timeout_s=10,
         needs_redis=True,
-        grants=(Grant("bus", "*", "write"), Grant("table", "audit", "append")),
+        grants=(
+            Grant("bus", "*", "write"),
+            Grant("table", "audit", "append"),
+            # --- admin (issue 8): the stats read these (COUNT Queries on indexes, queue depths) ---
+            Grant("table", "audit", "read"),
+            Grant("table", "flags", "read"),
+            Grant("table", "jobs", "read"),
+            *(Grant("queue", f"jobs-{p}", "describe") for p in ("high", "normal", "low")),
+        ),
     ),
     # --- end of cache ---
     # --- flags (issue 4: feature flags) ---
@@ -444,6 +452,15 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/v1/jobs/{id}", "jobs", "jobs:write", "Delete a pending job"),
     # --- end of jobs ---
     # --- admin (issue 8: admin, metrics, storage) ---
+    Route(
+        "GET",
+        "/v1/admin/stats",
+        "admin",
+        "platform:read",
+        "The platform in one call: flags, jobs, audit, cache, rate limits, errors, stage",
+    ),
+    Route("GET", "/v1/admin/errors", "admin", "platform:read", "Error groups: counts, samples, hourly trend"),
+    Route("GET", "/v1/metrics", "admin", "metrics:read", "Prometheus metrics (text exposition format 0.0.4)"),
     # --- end of admin ---
 )
 

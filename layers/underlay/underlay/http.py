@@ -125,6 +125,7 @@ REQUEST_HOOKS: tuple[str, ...] = (
     "underlay.ratelimit:hook",
     # --- end of cache ---
     # --- admin (issue 8: RED metrics, error groups) ---
+    "underlay.admin.recorder:hook",
     # --- end of admin ---
     # --- observability (issue 8: sentry) ---
     "underlay.sentry:hook",

@@ -480,8 +480,10 @@ class RateLimitHook:
 
         from aws_lambda_powertools.metrics import MetricUnit, single_metric
         from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+        from underlay.admin.metrics import count_violation
         from underlay.observability import get_logger, get_metrics
 
+        count_violation(request.route_key, decision.policy)  # the 24 h figure and the Prometheus counter
         if not is_metrics_disabled():
             shared = get_metrics()
             with single_metric(

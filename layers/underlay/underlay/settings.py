@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from underlay.admin.settings import AdminSettings
 from underlay.auth_settings import AuthSettings
 from underlay.breaker_settings import BreakerSettings
 from underlay.email.settings import EmailSettings
@@ -270,6 +271,7 @@ class Settings(BaseModel):
     # --- admin (issue 8) ---
     storage: StorageSettings = Field(default_factory=StorageSettings)
     breakers: BreakerSettings = Field(default_factory=BreakerSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
     # --- end of admin ---
     # Physical names of declared resources, set by CDK (see `declaration.env_name`) or the local stack.
     tables: dict[str, str] = Field(default_factory=dict)

@@ -18,7 +18,19 @@ from pydantic import BaseModel, SecretStr
 
 # Sections an operator may tune through the config API. A new section is read-only until listed here.
 RUNTIME_SECTIONS: frozenset[str] = frozenset(
-    {"cache", "ratelimit", "flags", "health", "http", "observability", "audit", "jobs", "config", "breakers"}
+    {
+        "cache",
+        "ratelimit",
+        "flags",
+        "health",
+        "http",
+        "observability",
+        "audit",
+        "jobs",
+        "config",
+        "breakers",
+        "admin",
+    }
 )
 # Fields of runtime sections that CDK binds to infrastructure (changing them at runtime would break it).
 DEPLOY_KEYS: frozenset[str] = frozenset(

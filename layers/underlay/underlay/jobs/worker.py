@@ -25,6 +25,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from underlay.admin.recorder import record_job
 from underlay.aws import error_code
 from underlay.jobs import store
 
@@ -242,6 +243,7 @@ def _finished(job: dict[str, Any], ctx: WorkerJobContext, result: Any, began: fl
             owner_attempt=job["attempts"],
         )
         events.publish("BackgroundJobCancelled", {"id": job["id"], "type": job["type"], "while": "running"})
+        record_job(job["type"], "cancelled")
         return None
     summary = json.dumps(result, default=str, separators=(",", ":"))
     if len(summary) > _settings().result_max_bytes:
@@ -263,6 +265,7 @@ def _finished(job: dict[str, Any], ctx: WorkerJobContext, result: Any, began: fl
         "BackgroundJobExecuted",
         {"id": job["id"], "type": job["type"], "duration_ms": duration_ms, "attempts": job["attempts"]},
     )
+    record_job(job["type"], "succeeded")
     return None
 
 
@@ -273,6 +276,12 @@ def _failed(job: dict[str, Any], spec: Any, record: SQSRecord, error: Exception,
 
     message = f"{type(error).__name__}: {str(error)[:500]}"
     attempt = int(job["attempts"])
+    # Every failed attempt is an occurrence of its error group; the outcome says whether it is retried.
+    record_job(job["type"], "retried" if attempt < int(job["max_attempts"]) else "failed", error)
+    if attempt >= int(job["max_attempts"]):  # a final failure reaches Sentry (when configured), once per job
+        from underlay.sentry import capture_exception
+
+        capture_exception(error, job_type=str(job["type"]), job_id=str(job["id"]))
     get_logger().warning(
         "job attempt failed",
         extra={"job_id": job["id"], "type": job["type"], "attempt": attempt, "error": message},
