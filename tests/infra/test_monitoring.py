@@ -172,7 +172,7 @@ def test_the_layer_and_the_alarms_agree_on_the_metric_namespace() -> None:
 
 
 def test_every_api_function_alarms_on_its_5xx_rate(synth: Synth, template: Template) -> None:
-    assert _api_functions() == ["admin", "audit", "cache", "flags", "health", "jobs"]
+    assert _api_functions() == ["admin", "audit", "cache", "config", "flags", "health", "jobs"]
     for name in _api_functions():
         fn = ref(synth.logical_id(synth.stack.functions.functions[name]))
         template.has_resource_properties(
