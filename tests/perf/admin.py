@@ -16,30 +16,13 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
+from tests.perf.fixtures import patched_env
 from tests.perf.registry import Figures, Target, benchmark
 
 ROUNDS, REQUESTS = 15, 400
-
-
-@contextlib.contextmanager
-def _environment(updates: dict[str, str]) -> Iterator[None]:
-    from infra.local.stack import _reset_process_caches
-
-    saved = {k: os.environ.get(k) for k in updates}
-    os.environ.update(updates)
-    _reset_process_caches()
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        _reset_process_caches()
 
 
 def _per_request(handler: Callable[[dict[str, Any], Any], Any], event: dict[str, Any], n: int) -> float:
@@ -82,7 +65,7 @@ def admin_metrics_overhead() -> Figures:
 
     with (
         RedisProcess() as url,
-        _environment(
+        patched_env(
             {
                 "UNDERLAY_REDIS__URL": url,
                 "UNDERLAY_REDIS__PREFIX": "bench:",

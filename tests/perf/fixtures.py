@@ -8,8 +8,27 @@ from contextlib import contextmanager
 
 
 @contextmanager
+def patched_env(updates: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block (process caches reset on the way in and out)."""
+    from infra.local.stack import _reset_process_caches
+
+    saved = {k: os.environ.get(k) for k in updates}
+    os.environ.update(updates)
+    _reset_process_caches()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _reset_process_caches()
+
+
+@contextmanager
 def moto_stack() -> Iterator[dict[str, str]]:
-    from infra.local.stack import AwsService, _reset_process_caches
+    from infra.local.stack import AwsService
 
     aws = AwsService()
     aws.start()
@@ -21,16 +40,8 @@ def moto_stack() -> Iterator[dict[str, str]]:
         "AWS_DEFAULT_REGION": "us-east-1",
         "POWERTOOLS_METRICS_DISABLED": "true",
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    _reset_process_caches()
     try:
-        yield aws.names
+        with patched_env(env):
+            yield aws.names
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        _reset_process_caches()
         aws.stop()

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from underlay import redis_client
 from underlay.errors import DependencyUnavailableError, FieldError, RateLimitedError, ValidationFailedError
 
 if TYPE_CHECKING:
@@ -141,12 +142,6 @@ class _Denied:
     policy: str
     period_seconds: int
     expires: float  # the entry is trusted until then (deny_cache_max_seconds)
-
-
-def _redis_errors() -> tuple[type[BaseException], ...]:
-    import redis
-
-    return (redis.RedisError, OSError)
 
 
 class RateLimiter:
@@ -269,7 +264,7 @@ class RateLimiter:
         except RuntimeError as exc:  # Redis is not configured for this function
             return self._degraded(policy, limit, period_s, exc)
         except Exception as exc:
-            if not isinstance(exc, _redis_errors()):
+            if not isinstance(exc, redis_client.errors()):
                 raise
             breaker.failure(exc)
             return self._degraded(policy, limit, period_s, exc)
@@ -357,7 +352,7 @@ class RateLimiter:
         except RuntimeError as exc:
             raise DependencyUnavailableError("Redis is not configured for this function.") from exc
         except Exception as exc:
-            if not isinstance(exc, _redis_errors()):
+            if not isinstance(exc, redis_client.errors()):
                 raise
             breaker.failure(exc)
             raise DependencyUnavailableError("Redis is unavailable; the rate limits were not reset.") from exc

@@ -14,13 +14,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from underlay.settings import get_settings
 
 if TYPE_CHECKING:
     import redis
 
+T = TypeVar("T")
 _lock = threading.Lock()
 _client: redis.Redis | None = None
 
@@ -78,6 +79,36 @@ def reset_redis() -> None:
             _client.close()
         _client = None
         _breaker = None
+
+
+def errors() -> tuple[type[BaseException], ...]:
+    """What a Redis call raises when Redis is down or failing (not a programming error): catch these, count them
+    on the breaker, and fall back."""
+    import redis
+
+    return (redis.RedisError, OSError)
+
+
+def guarded(call: Callable[[], T], *, unavailable: str = "Redis is unavailable; try again shortly.") -> T:
+    """Run a Redis call an API answer needs, through the shared breaker: Redis down, failing or not configured is
+    `DependencyUnavailableError` (503 problem+json), and the breaker learns of it."""
+    from underlay.errors import DependencyUnavailableError
+    from underlay.settings import get_settings
+
+    if not get_settings().redis.configured:
+        raise DependencyUnavailableError("Redis is not configured for this function.")
+    shared = breaker()
+    if not shared.allow():
+        raise DependencyUnavailableError(f"{unavailable} (circuit open)")
+    try:
+        result = call()
+    except Exception as error:
+        if not isinstance(error, errors()):
+            raise
+        shared.failure(error)
+        raise DependencyUnavailableError(unavailable) from error
+    shared.success()
+    return result
 
 
 def key(*parts: str) -> str:

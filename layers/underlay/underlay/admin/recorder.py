@@ -33,12 +33,6 @@ _JOB_METRICS = {
 dropped = 0  # writes this process could not make (Redis down or erroring)
 
 
-def _redis_errors() -> tuple[type[BaseException], ...]:
-    import redis
-
-    return (redis.RedisError, OSError)
-
-
 def _dropped(error: BaseException | None) -> None:
     global dropped
     from underlay.admin.metrics import emit
@@ -70,7 +64,7 @@ def redis_round_trip(queue: Callable[[Pipeline], T]) -> tuple[list[Any] | None, 
         queued = queue(pipe)
         replies = pipe.execute() if len(pipe) else []
     except Exception as error:
-        if not isinstance(error, _redis_errors()):
+        if not isinstance(error, redis_client.errors()):
             raise
         breaker.failure(error)
         _dropped(error)
@@ -81,24 +75,9 @@ def redis_round_trip(queue: Callable[[Pipeline], T]) -> tuple[list[Any] | None, 
 
 def redis_read(read: Callable[[], T]) -> T:
     """Run a read for an admin answer; Redis down or not configured is `DependencyUnavailableError` (503)."""
-    from underlay import redis_client
-    from underlay.errors import DependencyUnavailableError
-    from underlay.settings import get_settings
+    from underlay.redis_client import guarded
 
-    if not get_settings().redis.configured:
-        raise DependencyUnavailableError("Redis is not configured for this function.")
-    breaker = redis_client.breaker()
-    if not breaker.allow():
-        raise DependencyUnavailableError("Redis is unavailable (circuit open); try again shortly.")
-    try:
-        result = read()
-    except Exception as error:
-        if not isinstance(error, _redis_errors()):
-            raise
-        breaker.failure(error)
-        raise DependencyUnavailableError("Redis is unavailable; try again shortly.") from error
-    breaker.success()
-    return result
+    return guarded(read)
 
 
 class RequestRecorder:

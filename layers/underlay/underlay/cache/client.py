@@ -50,12 +50,6 @@ return 0
 """
 
 
-def _errors() -> tuple[type[BaseException], ...]:
-    import redis
-
-    return (redis.RedisError, OSError)
-
-
 def encode(value: Any, *, delta_ms: int = 0, expires_at_ms: int = 0) -> bytes:
     payload = value if isinstance(value, bytes) else orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     return b"%s%d:%d:%s" % (_MAGIC, delta_ms, expires_at_ms, payload)
@@ -114,7 +108,7 @@ class Cache:
         self.stats_key = f"{base}cache-stats"
         self.breaker = breaker or redis_client.breaker()
         self._clock = clock
-        self._errors = _errors()
+        self._errors = redis_client.errors()
         self._release: Any = None
         self._counts: Counter[tuple[str, bool]] = Counter()  # (data type, hit) -> count, not yet flushed
         self._counts_lock = threading.Lock()
