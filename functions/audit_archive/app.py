@@ -8,8 +8,10 @@ from underlay.audit.archive import archive_stream
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    from underlay.config.runtime import batch_boundary
     from underlay.observability import get_logger
 
+    batch_boundary("audit_archive")
     result = archive_stream(event)
     get_logger().info(
         "audit entries archived", extra={"archived": result["archived"], "keys": result["keys"]}

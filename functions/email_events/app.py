@@ -9,4 +9,7 @@ from underlay.email.suppression import record_sns_event
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
+    from underlay.config.runtime import batch_boundary
+
+    batch_boundary("email_events")
     return record_sns_event(event)

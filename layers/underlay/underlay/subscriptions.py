@@ -135,7 +135,7 @@ def dispatch(
     # Every record failing is still a partial response: each one retries on its own and reaches its DLQ.
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     with events.batch():
-        runtime.refresh_if_due()  # a batch boundary: pick up changed settings (issue 5)
+        runtime.batch_boundary("subscriber")  # pick up changed settings and the log level (issue 5)
         return process_partial_response(  # type: ignore[return-value]
             event=event,
             record_handler=lambda record: deliver(record, declared),

@@ -295,6 +295,13 @@ def changed_keys(old: Settings, new: Settings) -> list[str]:
     ]
 
 
+def batch_boundary(function: str) -> None:
+    """What a non-HTTP entry point (SQS batch, stream batch, SNS notification) calls before its work: pick up a
+    changed configuration and apply the function's log level. Never raises for a store problem."""
+    refresh_if_due()
+    apply_function_log_level(function)
+
+
 # --- log levels per component -------------------------------------------------------------------------
 
 

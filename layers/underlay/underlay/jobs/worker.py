@@ -69,7 +69,7 @@ def handle(event: dict[str, Any], lambda_context: Any) -> dict[str, Any]:
     # A batch whose every job is being retried is not an invocation error: each message has its own delay.
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     with events.batch():
-        runtime.refresh_if_due()  # a batch boundary: pick up changed settings (issue 5)
+        runtime.batch_boundary("worker")  # pick up changed settings and the log level (issue 5)
         return process_partial_response(  # type: ignore[return-value]
             event=event, record_handler=run_record, processor=processor, context=lambda_context
         )
