@@ -12,14 +12,28 @@ class BreakerPolicy(BaseModel):
     open_seconds: float = Field(default=30.0, gt=0, le=3600)
 
 
+class BreakerOverride(BaseModel):
+    """A service's own policy; a field left unset (None) inherits the section's value, not the default."""
+
+    failures: int | None = Field(default=None, ge=1, le=1000)
+    open_seconds: float | None = Field(default=None, gt=0, le=3600)
+
+
 class BreakerSettings(BreakerPolicy):
     """The default policy, and overrides per service name: `{"services": {"payments": {"failures": 3}}}`."""
 
     # A failure count that sees no new failure for this long is forgotten (the Redis key expires).
     failure_window_seconds: float = Field(default=60.0, gt=0, le=86_400)
-    services: dict[str, BreakerPolicy] = Field(default_factory=dict)
+    services: dict[str, BreakerOverride] = Field(default_factory=dict)
 
     def policy(self, name: str) -> BreakerPolicy:
-        return self.services.get(name) or BreakerPolicy(
-            failures=self.failures, open_seconds=self.open_seconds
+        """The section's policy, with the fields `services[name]` sets."""
+        override = self.services.get(name)
+        return BreakerPolicy(
+            failures=self.failures if override is None or override.failures is None else override.failures,
+            open_seconds=(
+                self.open_seconds
+                if override is None or override.open_seconds is None
+                else override.open_seconds
+            ),
         )
