@@ -10,6 +10,7 @@ An invalid file fails synth with one line per bad field, so a typo in prod.json 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -113,6 +114,29 @@ class EmailConfig(_Strict):
 
 
 _PROBLEM_SEPARATOR = "\n"
+# Settings CDK wires itself (from other stage fields or from the resources it creates): a value here would disagree
+# with the infrastructure (the alarms watch the default metrics namespace; X-Ray follows `tracing`).
+_CDK_WIRED = (
+    "tables",
+    "buckets",
+    "queues",
+    "event_bus",
+    "redis",
+    "auth",
+    "stage",
+    "service",
+    "version",
+    "release_id",
+)
+_CDK_WIRED_KEYS = {
+    "observability.tracing_enabled": "set `tracing` instead",
+    "observability.metrics_namespace": "the alarms and the dashboard watch the Underlay namespace",
+    "http.cors_origins": "set `api.cors_origins` instead",
+    "storage.cdn_base_url": "the CDN's URL comes from the distribution (`cdn`)",
+}
+_SECRET_ARN = re.compile(
+    r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$"
+)
 SETTINGS_MAX_BYTES = 2048  # of the 4 KB Lambda allows for all environment variables
 
 
@@ -129,8 +153,18 @@ def _settings_document(value: dict[str, Any]) -> dict[str, Any]:
         if k.secret and keys.value_at(value, k.path)[0]
     ]
     for section, fields in value.items():
+        if section in _CDK_WIRED:
+            problems.append(f"{section}: set by CDK, not in a stage file")
+            continue
         names = [f"{section}.{f}" for f in fields] if isinstance(fields, dict) else [section]
         problems += [f"{name}: there is no such setting" for name in names if keys.lookup(name) is None]
+        problems += [f"{name}: {_CDK_WIRED_KEYS[name]}" for name in names if name in _CDK_WIRED_KEYS]
+    sentry = keys.value_at(value, ("observability", "sentry_dsn_secret_arn"))[1]
+    if sentry is not None and not (isinstance(sentry, str) and _SECRET_ARN.match(sentry)):
+        problems.append(
+            "observability.sentry_dsn_secret_arn: the complete ARN of a Secrets Manager secret "
+            "(arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 characters>), which CDK grants"
+        )
     if not problems:
         try:
             validate(compose(value, {}, {}))

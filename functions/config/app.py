@@ -13,7 +13,7 @@ from underlay.errors import BadRequestError
 from underlay.http import create_app
 
 app = create_app("config")
-Key = Annotated[str, Path(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$", max_length=128)]
+Key = Annotated[str, Path(min_length=1, max_length=128)]  # any other key is a 404 naming it
 
 
 class SettingUpdate(BaseModel):
@@ -22,8 +22,12 @@ class SettingUpdate(BaseModel):
 
 
 class Rollback(BaseModel):
-    version: int = Field(ge=1, description="The version to restore (see the key's history)")
-    expected_version: int | None = Field(default=None, ge=0, description="The current version you read")
+    version: int = Field(
+        ge=0, description="The version to restore (see the key's history); 0 drops the runtime value"
+    )
+    expected_version: int | None = Field(
+        default=None, ge=0, description="The current version you read (or If-Match)"
+    )
 
 
 class Proposal(BaseModel):
@@ -95,10 +99,13 @@ def reload() -> dict[str, Any]:
 
 
 @app.handles("POST /v1/configuration/{key}/rollback")
-def rollback(key: Key, request: Annotated[Rollback, Body()]):
-    return _with_etag(
-        service.rollback(key, request.version, expected_version=request.expected_version, actor=_actor())
-    )
+def rollback(
+    key: Key,
+    request: Annotated[Rollback, Body()],
+    if_match: Annotated[str | None, Header(alias="if-match", max_length=64)] = None,
+):
+    expected = _expected(request.expected_version, if_match)
+    return _with_etag(service.rollback(key, request.version, expected_version=expected, actor=_actor()))
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

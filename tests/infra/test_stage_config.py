@@ -136,3 +136,31 @@ def test_the_stage_settings_document_carries_cors_and_tracing() -> None:
     document = json.loads(config.settings_json())
     assert document["http"]["cors_origins"] == config.api.cors_origins
     assert document["observability"]["tracing_enabled"] is config.tracing
+
+
+def test_stage_settings_refuse_what_cdk_wires_and_a_partial_sentry_arn(tmp_path: Path) -> None:
+    document = json.loads(stage_file("dev").read_text())
+    document["settings"] = {
+        "observability": {
+            "metrics_namespace": "Shop",
+            "sentry_dsn_secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:sentry",
+        },
+        "tables": {"flags": "x"},
+    }
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(StageConfigError) as caught:
+        load_stage_config(path)
+    named = [line.split(":", 1)[0].strip() for line in str(caught.value).splitlines()[1:]]
+    assert named == [
+        "settings.observability.metrics_namespace",
+        "settings.tables",
+        "settings.observability.sentry_dsn_secret_arn",
+    ]
+    document["settings"] = {
+        "observability": {
+            "sentry_dsn_secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:sentry-AbC123"
+        }
+    }
+    path.write_text(json.dumps(document))
+    assert load_stage_config(path).settings["observability"]["sentry_dsn_secret_arn"].endswith("-AbC123")

@@ -20,7 +20,8 @@ from underlay import flags
 client = flags.client()
 assert client.evaluate("propagate", {"sub": "u1"}).value is False
 print("ready", flush=True)
-while client.evaluate("propagate", {"sub": "u1"}).value is not True:
+deadline = time.time() + 20  # never hang the suite: a change never seen reports a 20 s lag
+while time.time() < deadline and client.evaluate("propagate", {"sub": "u1"}).value is not True:
     time.sleep(0.02)
 print(json.dumps({"seen_at": time.time()}), flush=True)
 """

@@ -43,3 +43,15 @@ def test_settings_are_validated_once_and_cached(clean_env: pytest.MonkeyPatch) -
 def test_secrets_never_print() -> None:
     settings = Settings.model_validate({"redis": {"url": "redis://:sekret@host:6379/0"}})
     assert "sekret" not in repr(settings) and "sekret" not in settings.model_dump_json()
+
+
+def test_composing_the_layers_never_changes_them() -> None:
+    from underlay.config.runtime import compose
+
+    stage = {"jobs": {"history_days": 21}, "cache": {"ttl_seconds": {"detail": 60}}}
+    env = {"cache": {"ttl_seconds": {"list": 5}}}
+    first = compose(stage, {"jobs.history_days": 30, "cache.ttl_seconds": {"detail": 1}}, env)
+    assert first["jobs"] == {"history_days": 30} and first["cache"]["ttl_seconds"] == {"detail": 1, "list": 5}
+    assert stage == {"jobs": {"history_days": 21}, "cache": {"ttl_seconds": {"detail": 60}}}
+    assert env == {"cache": {"ttl_seconds": {"list": 5}}}
+    assert compose(stage, {}, {})["jobs"] == {"history_days": 21}

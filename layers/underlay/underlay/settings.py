@@ -90,6 +90,22 @@ class ObservabilitySettings(BaseModel):
     sentry_dsn: SecretStr | None = None
     sentry_traces_sample_rate: float | None = Field(default=None, ge=0, le=1)  # None: trace_sample_rate
 
+    @field_validator("log_levels")
+    @classmethod
+    def _safe_levels(cls, value: dict[str, LogLevel]) -> dict[str, LogLevel]:
+        from underlay import declaration
+
+        ours = {f.name for f in declaration.FUNCTIONS}
+        for name, level in value.items():
+            if not name.strip():
+                raise ValueError("a component needs a name: a function (flags) or a Python logger (botocore)")
+            if level == "DEBUG" and name not in ours and name.split(".")[0] != "underlay":
+                raise ValueError(
+                    f"{name}: DEBUG is for Underlay's functions and loggers only; libraries such as botocore log "
+                    "whole requests and responses at DEBUG, secrets included"
+                )
+        return value
+
 
 class CacheSettings(BaseModel):
     """The cache client's policy (issue 3). Runtime-tunable: TTLs per data type, stampede and breaker knobs."""

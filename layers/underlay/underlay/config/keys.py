@@ -39,6 +39,13 @@ DEPLOY_KEYS: frozenset[str] = frozenset(
         "observability.metrics_namespace",  # the dashboard and alarms read this namespace
         "audit.digest_retention_days",  # S3 Object Lock retention is set on the bucket
         "jobs.scheduler_group",
+        # Could lock the config API out of its own repair (a 1-byte body limit refuses every PUT).
+        "http.max_body_bytes",
+        # Health calls these URLs from inside the VPC: a config:write caller must not point it at internal hosts.
+        "health.external_services",
+        # Redis's breaker is built once and shared by the cache, the limiter and the admin hook.
+        "cache.breaker_failures",
+        "cache.breaker_cooldown_seconds",
     }
 )
 _DEPLOY_SUFFIXES = ("_arn", "_id")
@@ -50,6 +57,9 @@ class Key(NamedTuple):
     secret: bool
     runtime: bool  # settable through the config API
     description: str
+    # A secret's reference field, when it has one: the Secrets Manager/SSM ARN that CDK sets instead of the value
+    # (`http.cursor_secret` -> `http.cursor_secret_arn`, `observability.sentry_dsn` -> `..._secret_arn`).
+    reference: tuple[str, ...] | None = None
 
     @property
     def why_read_only(self) -> str:
@@ -96,8 +106,16 @@ def catalogue() -> dict[str, Key]:
         for sub, subfield in model.model_fields.items():
             path = (name, sub)
             secret = _is_secret(subfield.annotation)
+            sibling = next(
+                (f"{sub}{s}" for s in ("_arn", "_secret_arn") if f"{sub}{s}" in model.model_fields), None
+            )
             keys[f"{name}.{sub}"] = Key(
-                f"{name}.{sub}", path, secret, _runtime(path, secret), subfield.description or ""
+                f"{name}.{sub}",
+                path,
+                secret,
+                _runtime(path, secret),
+                subfield.description or "",
+                (name, sibling) if secret and sibling else None,
             )
     return keys
 

@@ -16,6 +16,7 @@ layers are loaded and validated and swapped in, or, when invalid, refused with a
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -63,8 +64,9 @@ _state: Loaded | None = None
 _failure: Failure | None = None
 _repairing: ContextVar[bool] = ContextVar("underlay_config_repair", default=False)
 _checked_at = 0.0
-_rejected_stamp: int | None = None
-_applied_levels: dict[str, str] = {}
+_rejected: tuple[int, list[dict[str, str]]] | None = None  # the stamp a reload refused, and why
+_function_level: str | None = None  # the level the function's logger was last given
+_library_levels: dict[str, str] = {}  # Python loggers this module set, and to what
 
 
 # --- layers -----------------------------------------------------------------------------------------
@@ -81,10 +83,14 @@ def stage_layer(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 def merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """`over` on top of `base`, dicts merged key by key (copies; neither input changes)."""
-    out = dict(base)
+    """`over` on top of `base`, dicts merged key by key, into a new document that shares nothing with either (the
+    layers are kept for every later reload, so composing must never change them)."""
+    out = copy.deepcopy(base)
     for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
     return out
 
 
@@ -161,10 +167,11 @@ def current() -> Loaded:
 
 
 def invalid_errors() -> list[dict[str, str]]:
-    """The fields that make the stored configuration invalid (empty when it is valid)."""
-    if _state is not None or _failure is None:
-        return []
-    return _field_errors(_failure.error)
+    """The fields that make the stored configuration invalid (empty when it is valid): a failed cold load, or the
+    newest version a reload refused (warm instances keep the old settings; new ones would answer 503)."""
+    if _state is None and _failure is not None:
+        return _field_errors(_failure.error)
+    return _rejected[1] if _rejected is not None else []
 
 
 @contextmanager
@@ -215,7 +222,8 @@ def _cold_load() -> Loaded:
 
 
 def refresh_if_due(*, force: bool = False) -> bool:
-    """Check the version stamp (at most every `config.refresh_seconds`) and swap in a changed configuration.
+    """Check the version stamp (at most every `config.refresh_seconds`; `force`: now) and swap in a changed
+    configuration. An unchanged stamp, or one whose configuration was already refused, costs one GetItem.
 
     Returns True when new settings were swapped in. Never raises for a store or validation problem: the
     settings in force stay in force.
@@ -233,15 +241,13 @@ def refresh_if_due(*, force: bool = False) -> bool:
     except Exception as error:
         _snapshot_unavailable(error)
         return False
-    if stamp == state.version and not force:
-        return False
-    if stamp == _rejected_stamp and not force:
+    if stamp == state.version or (_rejected is not None and stamp == _rejected[0]):
         return False
     return _reload(state)
 
 
 def _reload(old: Loaded) -> bool:
-    global _state, _failure, _rejected_stamp
+    global _state, _failure, _rejected
     from pydantic import ValidationError
 
     assert old.table is not None
@@ -253,14 +259,15 @@ def _reload(old: Loaded) -> bool:
     try:
         new = build(snapshot, stage=old.stage, env=old.env, table=old.table)
     except ValidationError as error:
-        _rejected_stamp = snapshot.stamp
+        _rejected = (snapshot.stamp, _field_errors(error))
         _report_invalid(error, snapshot.stamp, when="reload")
         return False
     with _lock:
-        _state, _failure = new, None
-        _rejected_stamp = None
+        _state, _failure, _rejected = new, None, None
+    changed = changed_keys(old.settings, new.settings)
     _apply_logger_levels(new.settings)
-    _report_reloaded(old, new)
+    _rebuild_changed(changed)
+    _report_reloaded(old, new, changed)
     return True
 
 
@@ -279,11 +286,11 @@ def _without_runtime(
 
 
 def reset() -> None:
-    global _state, _failure, _checked_at, _rejected_stamp
+    global _state, _failure, _checked_at, _rejected, _function_level
     with _lock:
-        _state = _failure = _rejected_stamp = None
+        _state = _failure = _rejected = _function_level = None
         _checked_at = 0.0
-        _applied_levels.clear()
+        _library_levels.clear()
 
 
 def changed_keys(old: Settings, new: Settings) -> list[str]:
@@ -307,27 +314,58 @@ def batch_boundary(function: str) -> None:
 
 def apply_function_log_level(function: str) -> None:
     """Set this function's logger to its level from `observability.log_levels` (or `log_level`)."""
+    global _function_level
     settings = effective()
     level = settings.observability.log_levels.get(function, settings.observability.log_level)
-    if _applied_levels.get("") == level:
+    if _function_level == level:
         return
     from underlay.observability import get_logger
 
     get_logger().setLevel(level)
-    _applied_levels[""] = level
+    _function_level = level
 
 
 def _apply_logger_levels(settings: Settings) -> None:
-    """Python loggers named in `observability.log_levels` ("botocore", "urllib3", ...); function names are
-    applied per request by `apply_function_log_level`."""
+    """Python loggers named in `observability.log_levels` ("botocore", "urllib3", ...); a name dropped from it goes
+    back to inheriting its level. Function names are applied at each request or batch (`apply_function_log_level`)."""
+    global _function_level
     from underlay import declaration
 
     functions = {f.name for f in declaration.FUNCTIONS}
-    _applied_levels.pop("", None)  # the function logger is re-applied at the next request
-    for name, level in settings.observability.log_levels.items():
-        if name not in functions and _applied_levels.get(name) != level:
+    _function_level = None  # re-applied at the next request or batch
+    wanted = {n: lv for n, lv in settings.observability.log_levels.items() if n not in functions}
+    for name in [n for n in _library_levels if n not in wanted]:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+        del _library_levels[name]
+    for name, level in wanted.items():
+        if _library_levels.get(name) != level:
             logging.getLogger(name).setLevel(level)
-            _applied_levels[name] = level
+            _library_levels[name] = level
+
+
+# --- process objects built from settings ------------------------------------------------------------------
+
+# What a runtime change must rebuild, by key prefix: "module:function", called only when the module is loaded (one
+# that is not reads the new settings when it first builds them). Everything else reads the settings per use.
+REBUILD_ON_CHANGE: dict[str, str] = {
+    "breakers.": "underlay.breaker:reset_breakers",
+    "observability.sentry_": "underlay.sentry:reset_sentry",
+    "observability.trace_sample_rate": "underlay.sentry:reset_sentry",
+    "audit.max_write_attempts": "underlay.audit:reset_audit",
+}
+
+
+def _rebuild_changed(changed: list[str]) -> None:
+    import importlib
+    import sys
+
+    targets = {
+        target for prefix, target in REBUILD_ON_CHANGE.items() if any(k.startswith(prefix) for k in changed)
+    }
+    for target in sorted(targets):
+        module, _, function = target.partition(":")
+        if module in sys.modules:
+            getattr(importlib.import_module(module), function)()
 
 
 # --- reporting: logs, metrics, events (after the state is set, so they can read settings) ----------------
@@ -357,11 +395,10 @@ def _report_loaded(loaded: Loaded) -> None:
     )
 
 
-def _report_reloaded(old: Loaded, new: Loaded) -> None:
+def _report_reloaded(old: Loaded, new: Loaded, changed: list[str]) -> None:
     from underlay import events
     from underlay.observability import get_logger
 
-    changed = changed_keys(old.settings, new.settings)
     get_logger().info(
         "configuration reloaded",
         extra={"from_version": old.version, "config_version": new.version, "changed": changed},

@@ -50,13 +50,10 @@ def _writable(name: str) -> keys.Key:
 
 
 def _effective_value(loaded: runtime.Loaded, key: keys.Key) -> Any:
-    if key.secret:  # set locally (SecretStr) or by reference (the `<name>_arn` field CDK fills in)
+    if key.secret:  # set locally (SecretStr) or by reference (the ARN field CDK fills in)
         dumped = loaded.settings.model_dump()
-        reference = (*key.path[:-1], f"{key.path[-1]}_arn")
-        return {
-            "secret": True,
-            "set": bool(keys.value_at(dumped, key.path)[1] or keys.value_at(dumped, reference)[1]),
-        }
+        by_reference = key.reference is not None and keys.value_at(dumped, key.reference)[1]
+        return {"secret": True, "set": bool(keys.value_at(dumped, key.path)[1] or by_reference)}
     return keys.value_at(loaded.settings.model_dump(mode="json"), key.path)[1]
 
 
@@ -119,6 +116,22 @@ def put(name: str, value: Any, *, expected_version: int | None, actor: str) -> d
     return _change(key, value, expected_version=expected_version, actor=actor, action="update")
 
 
+def _canonical(loaded: runtime.Loaded, key: keys.Key, value: Any) -> Any:
+    """The value as stored: validated and normalised by its own section with the stage layer under it, never with
+    the env layer, whose emergency overrides must not be written into the table."""
+    from pydantic import ValidationError
+    from underlay.settings import Settings
+
+    section, field = key.path
+    model = Settings.model_fields[section].annotation
+    stage = loaded.stage.get(section)
+    document = {**(stage if isinstance(stage, dict) else {}), field: value}  # the value replaces the field whole
+    try:
+        return model.model_validate(document).model_dump(mode="json")[field]  # type: ignore[union-attr]
+    except ValidationError:  # valid only with the env layer around it: store it as sent
+        return value
+
+
 def _change(
     key: keys.Key,
     value: Any,
@@ -128,40 +141,50 @@ def _change(
     action: store.Action,
     from_version: int | None = None,
 ) -> dict[str, Any]:
+    """Store `value` (or `store.REMOVED`) as the key's runtime value: validated, version-checked, audited."""
     from underlay import audit
+    from underlay.errors import ConflictError
 
     table = _table()
     loaded = runtime.current()
     snapshot = store.load(table)
     current_version = snapshot.versions.get(key.name, 0)
     if expected_version is not None and expected_version != current_version:
-        from underlay.errors import ConflictError
-
         raise ConflictError(
             f"{key.name} is at version {current_version}, not {expected_version}; read it again and retry.",
             code="VERSION_CONFLICT",
         )
-    settings, errors = _candidate(loaded, {**snapshot.values, key.name: value})
+    values = {k: v for k, v in snapshot.values.items() if k != key.name}
+    if value is not store.REMOVED:
+        values[key.name] = value
+    settings, errors = _candidate(loaded, values)
     if errors:
         raise ValidationFailedError(f"{key.name} would make the configuration invalid.", errors=errors)
-    canonical = keys.value_at(settings.model_dump(mode="json"), key.path)[1]
-    before = keys.value_at(loaded.settings.model_dump(mode="json"), key.path)[1]
+    stored = value if value is store.REMOVED else _canonical(loaded, key, value)
+    before_settings, _ = _candidate(
+        loaded, snapshot.values
+    )  # from the fresh snapshot, not this instance's copy
     version = store.write(
         table,
         key.name,
-        canonical,
+        stored,
         current_version=current_version,
         previous=snapshot.values.get(key.name),
         actor=actor,
         action=action,
         from_version=from_version,
     )
+
+    def state(of: Any, runtime_value: Any, at: int) -> dict[str, Any]:
+        effective = keys.value_at(of.model_dump(mode="json"), key.path)[1] if of is not None else None
+        return {"value": effective, "runtime_value": runtime_value, "version": at}
+
     audit.record(
         f"config.{action}",
         "config",
         key.name,
-        before={"value": before, "version": current_version},
-        after={"value": canonical, "version": version},
+        before=state(before_settings, snapshot.values.get(key.name), current_version),
+        after=state(settings, None if stored is store.REMOVED else stored, version),
         actor=actor,
     )
     events.publish(
@@ -211,16 +234,15 @@ def history(name: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
 
 
 def rollback(name: str, version: int, *, expected_version: int | None, actor: str) -> dict[str, Any]:
-    """Store the value `name` had at `version` as a new version (validated again: the schema may have moved)."""
+    """Store the value `name` had at `version` as a new version (validated again: the schema may have moved).
+    Version 0, or a version that removed the value, takes the key back to its stage or default value."""
     key = _writable(name)
-    entry = store.history_entry(_table(), key.name, version)
+    value: Any = store.REMOVED
+    if version:
+        entry = store.history_entry(_table(), key.name, version)
+        value = store.REMOVED if entry.get("removed") else entry["value"]
     return _change(
-        key,
-        entry["value"],
-        expected_version=expected_version,
-        actor=actor,
-        action="rollback",
-        from_version=version,
+        key, value, expected_version=expected_version, actor=actor, action="rollback", from_version=version
     )
 
 

@@ -27,6 +27,17 @@ _VERSION_DIGITS = 10
 Action = Literal["update", "rollback"]
 
 
+class _Removed:
+    """`write(value=REMOVED)`: the key goes back to its stage/default value. The item stays as a tombstone so its
+    version keeps counting up (history entries are keyed by version)."""
+
+    def __repr__(self) -> str:
+        return "REMOVED"
+
+
+REMOVED: Any = _Removed()
+
+
 class Snapshot(NamedTuple):
     """The runtime layer as stored: values and versions by key, and the stamp they were read at."""
 
@@ -72,8 +83,9 @@ def load(table: str) -> Snapshot:
             if sk == STAMP_SK:
                 stamp = int(item["stamp"]["N"])
                 continue
-            values[sk] = json.loads(item["value"]["S"])
             versions[sk] = int(item["version"]["N"])
+            if not item.get("removed", {}).get("BOOL"):
+                values[sk] = json.loads(item["value"]["S"])
             updated[sk] = {
                 "at": item.get("updated_at", {}).get("S", ""),
                 "by": item.get("updated_by", {}).get("S", ""),
@@ -124,13 +136,14 @@ def write(
     action: Action = "update",
     from_version: int | None = None,
 ) -> int:
-    """Store a new value of `key` if its version is still `current_version`; returns the new version.
+    """Store a new value of `key` (or `REMOVED`) if its version is still `current_version`; returns the new version.
 
     Raises `ConflictError` when another writer got there first.
     """
     version = current_version + 1
     at = _now()
-    encoded = json.dumps(value, separators=(",", ":"), sort_keys=True)
+    removed = value is REMOVED
+    encoded = "null" if removed else json.dumps(value, separators=(",", ":"), sort_keys=True)
     setting: dict[str, Any] = {
         "pk": {"S": SETTING_PK},
         "sk": {"S": key},
@@ -151,6 +164,8 @@ def write(
     }
     if from_version is not None:
         history["from_version"] = {"N": str(from_version)}
+    if removed:
+        setting["removed"] = history["removed"] = {"BOOL": True}
     if current_version:
         condition: dict[str, Any] = {
             "ConditionExpression": "version = :v",
@@ -232,4 +247,8 @@ def _history_view(item: dict[str, Any]) -> dict[str, Any]:
     }
     if "from_version" in item:
         view["from_version"] = int(item["from_version"]["N"])
+    if item.get("removed", {}).get("BOOL"):
+        view["removed"] = (
+            True  # the runtime value was dropped: the key went back to its stage or default value
+        )
     return view
