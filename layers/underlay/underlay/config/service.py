@@ -125,7 +125,10 @@ def _canonical(loaded: runtime.Loaded, key: keys.Key, value: Any) -> Any:
     section, field = key.path
     model = Settings.model_fields[section].annotation
     stage = loaded.stage.get(section)
-    document = {**(stage if isinstance(stage, dict) else {}), field: value}  # the value replaces the field whole
+    document = {
+        **(stage if isinstance(stage, dict) else {}),
+        field: value,
+    }  # the value replaces the field whole
     try:
         return model.model_validate(document).model_dump(mode="json")[field]  # type: ignore[union-attr]
     except ValidationError:  # valid only with the env layer around it: store it as sent
