@@ -599,3 +599,25 @@ def test_a_secret_set_by_reference_shows_as_set(env: dict[str, str], clean_env: 
     reset_settings()
     _, body, _ = call("GET", "/v1/configuration/observability.sentry_dsn")
     assert body["value"] == {"secret": True, "set": True}
+
+
+def test_an_unreadable_stored_item_is_config_invalid_and_repairable(env: dict[str, str]) -> None:
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    ddb.put_item(
+        TableName=env["UNDERLAY_TABLES__CONFIG"],
+        Item={
+            "pk": {"S": "setting"},
+            "sk": {"S": "jobs.history_days"},
+            "value": {"S": "{not json"},
+            "version": {"N": "1"},
+        },
+    )
+    reset_settings()
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"jobs\.history_days"):
+        get_settings()
+    status, body, _ = call("GET", "/v1/configuration")  # the config API stays up to repair it
+    assert status == 200 and body["valid"] is False and body["errors"][0]["field"] == "jobs.history_days"
+    assert call("PUT", "/v1/configuration/jobs.history_days", body={"value": 7, "version": 1})[0] == 200
+    assert get_settings().jobs.history_days == 7

@@ -136,6 +136,19 @@ def _table(env: dict[str, Any]) -> str | None:
 def build(
     snapshot: store.Snapshot, *, stage: dict[str, Any], env: dict[str, Any], table: str | None
 ) -> Loaded:
+    if (
+        snapshot.corrupt
+    ):  # as invalid as a bad value: CONFIG_INVALID naming the keys, and repairable through the API
+        from pydantic import ValidationError
+
+        unreadable = {"error": "the stored item is unreadable"}
+        raise ValidationError.from_exception_data(
+            "Settings",
+            [
+                {"type": "value_error", "loc": tuple(k.split(".")), "input": None, "ctx": unreadable}
+                for k in snapshot.corrupt
+            ],
+        )
     settings = validate(compose(stage, snapshot.values, env))
     return Loaded(settings, sources_of(stage, snapshot.values, env), snapshot, table, stage, env)
 
@@ -276,8 +289,8 @@ def _without_runtime(
 ) -> Loaded | None:
     from pydantic import ValidationError
 
-    if not snapshot.values:
-        return None
+    if not snapshot.values and not snapshot.corrupt:
+        return None  # the stored values are not what broke it
     try:
         settings = validate(compose(stage, {}, env))
     except ValidationError:

@@ -45,6 +45,7 @@ class Snapshot(NamedTuple):
     values: dict[str, Any]
     versions: dict[str, int]
     updated: dict[str, dict[str, str]]  # key -> {"at", "by"}
+    corrupt: tuple[str, ...] = ()  # keys whose stored item cannot be read (edited by hand, say)
 
 
 EMPTY = Snapshot(0, {}, {}, {})  # no config table: defaults, stage and env only
@@ -69,6 +70,7 @@ def load(table: str) -> Snapshot:
     values: dict[str, Any] = {}
     versions: dict[str, int] = {}
     updated: dict[str, dict[str, str]] = {}
+    corrupt: list[str] = []
     stamp = 0
     request: dict[str, Any] = {
         "TableName": table,
@@ -83,15 +85,19 @@ def load(table: str) -> Snapshot:
             if sk == STAMP_SK:
                 stamp = int(item["stamp"]["N"])
                 continue
-            versions[sk] = int(item["version"]["N"])
-            if not item.get("removed", {}).get("BOOL"):
-                values[sk] = json.loads(item["value"]["S"])
+            try:
+                versions[sk] = int(item["version"]["N"])
+                if not item.get("removed", {}).get("BOOL"):
+                    values[sk] = json.loads(item["value"]["S"])
+            except (KeyError, TypeError, ValueError):
+                corrupt.append(sk)
+                continue
             updated[sk] = {
                 "at": item.get("updated_at", {}).get("S", ""),
                 "by": item.get("updated_by", {}).get("S", ""),
             }
         if "LastEvaluatedKey" not in page:
-            return Snapshot(stamp, values, versions, updated)
+            return Snapshot(stamp, values, versions, updated, tuple(corrupt))
         request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
