@@ -20,7 +20,9 @@ def stats() -> dict[str, Any]:
     """Every stats section; one that fails answers `{"error": ...}` and the others still come."""
     from underlay.admin import stats as sections
 
-    return sections.collect()
+    invocation = app.lambda_context  # None outside Lambda (tests, the local stack)
+    remaining = invocation.get_remaining_time_in_millis() / 1000 if invocation is not None else None
+    return sections.collect(remaining_seconds=remaining)
 
 
 @app.handles("GET /v1/admin/errors")

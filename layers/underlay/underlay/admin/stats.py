@@ -9,7 +9,8 @@ Each section is a provider (a function of no arguments returning JSON-able data)
         return {"version": ...}
 
 The providers run in parallel (threads, with the request's context), under one deadline
-(`admin.stats_timeout_seconds`). A section that fails or runs late answers `{"error": "..."}` for itself only:
+(`admin.stats_timeout_seconds`, at most 8 s, and never past the invocation's remaining time less a second: the
+admin function's timeout is 10 s). A section that fails or runs late answers `{"error": "..."}` for itself only:
 the others, and the call, still succeed. No provider scans a table: each reads counters in Redis or runs Queries
 on an index (COUNT where it only needs a number).
 """
@@ -28,6 +29,10 @@ Provider = Callable[[], Any]
 SECTIONS: dict[str, Provider] = {}
 COUNT_MAX_PAGES = 20  # a COUNT Query reads up to 1 MB a page; past this the figure says it is a lower bound
 JOB_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
+RESPONSE_MARGIN_SECONDS = (
+    1.0  # of the invocation's time, kept for the answer (and its hooks) after the sections
+)
+MIN_DEADLINE_SECONDS = 0.1
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -63,13 +68,23 @@ def describe(error: BaseException) -> str:
     return f"AWS error {code}" if code else type(error).__name__
 
 
-def collect(sections: dict[str, Provider] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
-    """Every section's data, or its `{"error": ...}`; never raises."""
+def collect(
+    sections: dict[str, Provider] | None = None,
+    *,
+    timeout: float | None = None,
+    remaining_seconds: float | None = None,
+) -> dict[str, Any]:
+    """Every section's data, or its `{"error": ...}`; never raises.
+
+    The deadline is `timeout` (default `admin.stats_timeout_seconds`), cut to the invocation's
+    `remaining_seconds` less `RESPONSE_MARGIN_SECONDS`: late sections say so, rather than Lambda timing out."""
     from underlay.admin.settings import admin_settings
     from underlay.observability import get_logger
 
     chosen = SECTIONS if sections is None else sections
     deadline = admin_settings().stats_timeout_seconds if timeout is None else timeout
+    if remaining_seconds is not None:
+        deadline = max(MIN_DEADLINE_SECONDS, min(deadline, remaining_seconds - RESPONSE_MARGIN_SECONDS))
     futures = {
         name: _executor().submit(contextvars.copy_context().run, provider)
         for name, provider in chosen.items()
