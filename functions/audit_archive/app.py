@@ -12,7 +12,13 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from underlay.observability import get_logger
 
     batch_boundary("audit_archive")
-    result = archive_stream(event)
+    try:
+        result = archive_stream(event)
+    except Exception as error:
+        from underlay.admin.recorder import record_failure
+
+        record_failure("audit_archive", error)  # its error group, and Sentry
+        raise  # Lambda retries the batch, as before
     get_logger().info(
         "audit entries archived", extra={"archived": result["archived"], "keys": result["keys"]}
     )

@@ -20,7 +20,8 @@ PERIOD = Duration.minutes(5)
 HEALTH_ALERT_TOPIC_ENV = "UNDERLAY_HEALTH__ALERT_TOPIC_ARN"  # HealthSettings.alert_topic_arn
 # The EMF namespace of the layer's own metrics (ObservabilitySettings.metrics_namespace) and what it emits:
 # `ServerErrors` {stage, function} per 5xx answer, `ErrorSpike` {stage} once per error group per hour over the
-# threshold, `Job<Outcome>` {stage} per finished job attempt (underlay.admin.recorder).
+# threshold, `Job<Outcome>` {stage} per finished job attempt (underlay.admin.recorder). Exactly those dimensions,
+# no `service` (see "Metric dimensions" in underlay.observability): CloudWatch matches the whole set.
 METRICS_NAMESPACE = "Underlay"
 JOB_OUTCOME_METRICS = ("JobSucceeded", "JobFailed", "JobRetried", "JobCancelled")
 REDIS_MEMORY_PERCENT = 80  # ElastiCache DatabaseMemoryUsagePercentage: evictions start at maxmemory
@@ -275,7 +276,8 @@ class Monitoring(Construct):
         )
 
     def metric(self, name: str, *, label: str | None = None, **dimensions: str) -> cw.Metric:
-        """A Sum of one of the layer's own EMF counts, with the stage dimension every one of them carries."""
+        """A Sum of one of the layer's own EMF counts: `stage` plus `dimensions`, the exact set
+        `underlay.observability.emit_metric` writes (tests/infra/test_monitoring.py runs the emitters to check)."""
         return cw.Metric(
             namespace=METRICS_NAMESPACE,
             metric_name=name,

@@ -165,12 +165,6 @@ def _api_functions() -> list[str]:
     return sorted({r.function for r in declaration.ROUTES})
 
 
-def test_the_layer_and_the_alarms_agree_on_the_metric_namespace() -> None:
-    from underlay.settings import ObservabilitySettings
-
-    assert ObservabilitySettings().metrics_namespace == METRICS_NAMESPACE
-
-
 def test_every_api_function_alarms_on_its_5xx_rate(synth: Synth, template: Template) -> None:
     assert _api_functions() == ["admin", "audit", "cache", "config", "flags", "health", "jobs"]
     for name in _api_functions():
@@ -274,7 +268,7 @@ def test_redis_memory_alarms_at_80_percent_on_every_node(synth: Synth, template:
 
 
 def test_an_error_spike_alarms(synth: Synth, template: Template) -> None:
-    """The alarm watches the metric exactly as `underlay.admin` emits it (tests/integration/test_admin.py)."""
+    """The alarm's metric; that the layer emits it with exactly these dimensions is checked below."""
     template.has_resource_properties(
         "AWS::CloudWatch::Alarm",
         {
@@ -318,3 +312,96 @@ def test_the_dashboard_shows_red_cache_queues_and_job_outcomes(template: Templat
     template.has_resource_properties(
         "AWS::CloudWatch::Dashboard", {"DashboardName": Match.string_like_regexp("^Underlay-")}
     )
+
+
+# --- the layer's EMF and the alarms agree (review 2): run the real emitting code as on Lambda -------------
+
+
+def _layer_metrics(synth: Synth) -> set[tuple[str, str, tuple[tuple[str, str], ...]]]:
+    """(namespace, name, sorted dimensions) of every metric in the layer's namespace that an alarm or the
+    dashboard watches."""
+    found = set()
+    for alarm in _alarms(synth):
+        stats = (
+            [alarm]
+            if "MetricName" in alarm
+            else [m["MetricStat"]["Metric"] for m in alarm.get("Metrics", []) if "MetricStat" in m]
+        )
+        for metric in stats:
+            if metric.get("Namespace") == METRICS_NAMESPACE:
+                dims = tuple(sorted((d["Name"], d["Value"]) for d in metric.get("Dimensions", [])))
+                found.add((metric["Namespace"], metric["MetricName"], dims))
+    (dashboard,) = synth.resources("AWS::CloudWatch::Dashboard").values()
+    parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
+    body = json.loads("".join(p if isinstance(p, str) else "token" for p in parts))
+    for widget in body["widgets"]:
+        for metric in widget["properties"].get("metrics", []):
+            fields = [f for f in metric if isinstance(f, str)]
+            if len(fields) >= 2 and fields[0] == METRICS_NAMESPACE:
+                dims = tuple(sorted(zip(fields[2::2], fields[3::2], strict=True)))
+                found.add((fields[0], fields[1], dims))
+    return found
+
+
+def test_every_layer_metric_an_alarm_or_the_dashboard_watches_is_emitted_with_exactly_its_dimensions(
+    synth: Synth,
+    clean_env: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """CloudWatch matches a metric by its whole dimension set: one extra dimension (Powertools adds `service`
+    from POWERTOOLS_SERVICE_NAME, which CDK sets to each function's name) and the alarm never gets a datapoint.
+    So each metric is produced by the code that emits it in production, under the env CDK gives that function."""
+    from underlay import events
+    from underlay.admin import errors, recorder
+    from underlay.admin.settings import AdminSettings
+    from underlay.http import RequestInfo
+    from underlay.observability import reset_observability
+
+    env = {k: v for k, v in _function_env(synth, "admin").items() if k.startswith("POWERTOOLS_")}
+    assert env["POWERTOOLS_SERVICE_NAME"] == "admin"  # what made `service` leak in
+    clean_env.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    clean_env.setenv("UNDERLAY_STAGE", synth.config.stage)
+    monkeypatch.setattr(events, "publish", lambda *_, **__: None)
+    routes = {r.function: r for r in declaration.ROUTES}
+
+    def as_function(name: str) -> None:
+        clean_env.setenv("POWERTOOLS_SERVICE_NAME", _function_env(synth, name)["POWERTOOLS_SERVICE_NAME"])
+        reset_observability()
+
+    for name in _api_functions():
+        as_function(name)
+        route = routes[name]
+        recorder.hook.after(RequestInfo({}, route.method, route.path, route), 500, {})
+    as_function("worker")
+    for outcome in ("succeeded", "failed", "retried", "cancelled"):
+        recorder.record_job("test.job", outcome)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError as error:
+        errors.check_spike(errors.occurrence(error, "job:x", "c"), 3, AdminSettings(error_spike_threshold=3))
+    recorder._dropped(None)
+
+    emitted = set()
+    for line in capsys.readouterr().out.splitlines():
+        if not line.startswith("{") or '"_aws"' not in line:
+            continue
+        document = json.loads(line)
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            (dimension_set,) = directive["Dimensions"]
+            dims = tuple(sorted((d, document[d]) for d in dimension_set))
+            for metric in directive["Metrics"]:
+                emitted.add((directive["Namespace"], metric["Name"], dims))
+    watched = _layer_metrics(synth)
+    assert {m[1] for m in watched} >= {
+        "ServerErrors",
+        "ErrorSpike",
+        "AdminRecordDropped",
+        *JOB_OUTCOME_METRICS,
+    }
+    assert watched - emitted == set()
+
+
+def _function_env(synth: Synth, name: str) -> dict[str, Any]:
+    fn = synth.stack.functions.functions[name]
+    return dict(synth.props(synth.logical_id(fn))["Environment"]["Variables"])

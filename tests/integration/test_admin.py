@@ -188,6 +188,41 @@ def test_a_late_section_is_reported_and_does_not_hold_the_call(env: dict[str, st
     assert found == {"slow": {"error": "no answer within 0.2 s"}, "fast": 1}
 
 
+class _Invocation:
+    """A Lambda context with `remaining` seconds left."""
+
+    def __init__(self, remaining: float) -> None:
+        self.remaining = remaining
+        self.function_name, self.aws_request_id = "admin", "req-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.remaining * 1000)
+
+
+def test_the_stats_deadline_never_runs_past_the_invocation(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 1.4 s of the invocation left, the sections get 0.4 s (a second stays for the answer), not the
+    configured 5 s: a slow section is reported, and the call is not a Lambda timeout."""
+    import threading
+    import time
+
+    from underlay.admin import stats
+
+    from functions.admin.app import handler
+
+    release = threading.Event()
+    monkeypatch.setattr(stats, "SECTIONS", {"slow": lambda: release.wait(5), "fast": lambda: 1})
+    started = time.monotonic()
+    try:
+        response = handler(http_event("GET", "/v1/admin/stats", scopes="platform:read"), _Invocation(1.4))
+    finally:
+        release.set()
+    assert response["statusCode"] == 200
+    assert body(response) == {"slow": {"error": "no answer within 0.4 s"}, "fast": 1}
+    assert time.monotonic() - started < 4  # generous: the 5 s setting was not waited for
+
+
 def test_a_section_is_one_line_to_add(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     from underlay.admin import stats
 
@@ -270,9 +305,12 @@ def _error(message: str) -> BaseException:
 
 def test_groups_page_by_last_seen_with_a_signed_cursor(env: dict[str, str]) -> None:
     from underlay.admin import errors
+    from underlay.admin.recorder import record_occurrence
 
     for i in range(5):  # five groups (the words differ), seen one after the other
-        errors.record(_error(f"kind{'abcde'[i]} failed"), "job:x", f"c{i}", now=1_800_000_000 + i)
+        record_occurrence(
+            _error(f"kind{'abcde'[i]} failed"), "job:x", correlation_id=f"c{i}", now=1_800_000_000 + i
+        )
     seen: list[str] = []
     cursor = None
     while True:
@@ -285,13 +323,31 @@ def test_groups_page_by_last_seen_with_a_signed_cursor(env: dict[str, str]) -> N
     assert forged["statusCode"] == 400 and body(forged)["code"] == "INVALID_CURSOR"
 
 
+def test_groups_seen_at_the_same_instant_page_completely(env: dict[str, str]) -> None:
+    """Many groups with one last-seen score: each page goes on after the cursor's member, and none is lost."""
+    from underlay.admin import errors
+    from underlay.admin.recorder import record_occurrence
+
+    for word in (f"kind{chr(97 + i)}{chr(97 + j)}" for i in range(5) for j in range(5)):  # 25 groups
+        record_occurrence(_error(f"{word} failed"), "job:x", now=1_800_000_000.5)
+    seen: list[str] = []
+    cursor = None
+    for _ in range(30):
+        page, cursor, _ = errors.list_groups(2, cursor, now=1_800_000_010)
+        seen += [g["fingerprint"] for g in page]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) == 25
+
+
 def test_the_trend_is_hourly_over_the_last_24_hours(env: dict[str, str]) -> None:
     from underlay.admin import errors
+    from underlay.admin.recorder import record_occurrence
 
     base = 1_800_000_000 - 1_800_000_000 % 3600
     for hours_ago, n in ((0, 3), (1, 1), (23, 2), (24, 5)):  # 24 h ago falls out of the window
         for _ in range(n):
-            errors.record(_error("flaky"), "job:x", "c", now=base - hours_ago * 3600 + 5)
+            record_occurrence(_error("flaky"), "job:x", correlation_id="c", now=base - hours_ago * 3600 + 5)
     (group,), _, trend = errors.list_groups(now=base + 60)
     assert group["trend"][-1] == 3 and group["trend"][-2] == 1 and group["trend"][0] == 2
     assert group["last_24h"] == 6 and group["count"] == 11
@@ -303,10 +359,11 @@ def test_a_spike_emits_error_aggregated_and_the_metric_once_per_group_per_hour(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from underlay import events
-    from underlay.admin import errors
+    from underlay.admin.recorder import record_occurrence
 
     monkeypatch.setenv("UNDERLAY_ADMIN__ERROR_SPIKE_THRESHOLD", "3")
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "admin")  # as CDK sets it on Lambda: no `service` dimension
     from underlay.settings import reset_settings
 
     reset_settings()
@@ -317,10 +374,10 @@ def test_a_spike_emits_error_aggregated_and_the_metric_once_per_group_per_hour(
     out = io.StringIO()
     with redirect_stdout(out):
         for i in range(6):  # 3 reaches the threshold; 4 to 6 are the same spike
-            errors.record(_error("db timeout"), "GET /v1/x", f"c{i}", now=hour + i)
-        errors.record(_error("another thing"), "GET /v1/x", "c", now=hour + 7)
+            record_occurrence(_error("db timeout"), "GET /v1/x", correlation_id=f"c{i}", now=hour + i)
+        record_occurrence(_error("another thing"), "GET /v1/x", now=hour + 7)
         for i in range(3):  # the next hour: a new spike
-            errors.record(_error("db timeout"), "GET /v1/x", "c", now=hour + 3600 + i)
+            record_occurrence(_error("db timeout"), "GET /v1/x", now=hour + 3600 + i)
     assert [k for k, _ in published] == ["ErrorAggregated", "ErrorAggregated"]
     detail = published[0][1]
     assert detail["message"] == "db timeout" and detail["count_this_hour"] == 3 and detail["threshold"] == 3
@@ -358,7 +415,7 @@ def test_redis_down_never_fails_a_request_and_is_counted(
 
     reset_settings()
     reset_redis()
-    monkeypatch.setattr(stats, "collect", lambda: 1 / 0)
+    monkeypatch.setattr(stats, "collect", lambda **_: 1 / 0)
     before = recorder.dropped
     statuses = [admin("GET", "/v1/admin/stats")["statusCode"] for _ in range(4)]
     assert statuses == [500] * 4  # the handler's own error; the hook's failure added nothing
@@ -366,6 +423,31 @@ def test_redis_down_never_fails_a_request_and_is_counted(
     assert admin("GET", "/v1/admin/errors")["statusCode"] == 503
     assert admin("GET", "/v1/metrics", scopes="metrics:read")["statusCode"] == 503
     reset_redis()
+
+
+def test_an_invalid_configuration_adds_no_log_line_per_request_from_the_hooks(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The 503 CONFIG_INVALID names the bad fields where it is raised; the admin and Sentry hooks, which need the
+    settings too, return quietly instead of logging a traceback on every request."""
+    import logging
+
+    from underlay.settings import reset_settings
+
+    monkeypatch.setenv("UNDERLAY_ADMIN__METRICS_TTL_DAYS", "-5")
+    monkeypatch.setenv("UNDERLAY_OBSERVABILITY__SENTRY_DSN", "https://k@o1.ingest.sentry.example/1")
+    reset_settings()
+    caplog.set_level(logging.INFO)
+    for _ in range(3):
+        response = admin("GET", "/v1/admin/errors")
+        assert response["statusCode"] == 503 and body(response)["code"] == "CONFIG_INVALID"
+    assert [r for r in caplog.records if r.getMessage() == "request"]  # the capture works
+    noisy = [
+        r.getMessage()
+        for r in caplog.records
+        if r.exc_info or "hook" in r.getMessage() or "sentry" in r.getMessage()
+    ]
+    assert noisy == []
 
 
 # --- Prometheus -------------------------------------------------------------------------------------
@@ -500,7 +582,7 @@ def test_an_error_is_written_at_once_with_the_counts(
     monkeypatch.setenv("UNDERLAY_ADMIN__METRICS_FLUSH_SECONDS", "60")
     reset_settings()
     admin("GET", "/v1/admin/errors")  # the first write
-    monkeypatch.setattr(stats, "collect", [].pop)
+    monkeypatch.setattr(stats, "collect", lambda **_: [].pop())
     assert admin("GET", "/v1/admin/stats")["statusCode"] == 500
     (group,), _, _ = errors.list_groups()
     assert group["type"] == "IndexError" and group["count"] == 1

@@ -383,3 +383,29 @@ def test_ttl_removals_are_archived_and_still_verify(aws: dict[str, str]) -> None
     assert item(aws, 4)["prev_hash"]["S"] == archived[-1]["hash"]
     archived[1]["actor"] = "mallory"
     assert archive.verify_entries(archived)["first_broken"] == {"seq": 2, "reason": "modified"}
+
+
+def test_a_failed_archive_is_grouped_reported_and_retried(
+    aws: dict[str, str], clean_env: pytest.MonkeyPatch
+) -> None:
+    """S3 refusing the archive: the batch raises (Lambda retries it), after its error group and Sentry heard."""
+    import uuid
+
+    from underlay import sentry
+    from underlay.admin import errors
+    from underlay.settings import reset_settings
+
+    from functions.audit_archive.app import handler
+
+    write(1)
+    image = item(aws, 1)
+    clean_env.setenv("UNDERLAY_BUCKETS__AUDIT", "no-such-bucket")
+    clean_env.setenv("UNDERLAY_REDIS__PREFIX", f"t{uuid.uuid4().hex[:8]}:")
+    reset_settings()
+    reported: list[BaseException] = []
+    clean_env.setattr(sentry, "capture_exception", lambda exc, **tags: reported.append(exc))
+    with pytest.raises(Exception, match="NoSuchBucket") as raised:
+        handler({"Records": [_ttl_removal(image)]}, None)
+    (group,), _, _ = errors.list_groups()
+    assert group["source"] == "audit_archive" and group["count"] == 1 and "NoSuchBucket" in group["type"]
+    assert reported == [raised.value]

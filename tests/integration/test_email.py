@@ -252,3 +252,27 @@ def test_a_request_ses_refuses_fails_with_a_clear_error(
     assert job["error"].startswith("EmailRejected: SES refused the message (MessageRejected")
     assert "retrying will not help" in job["error"]
     assert sent() == []
+
+
+def test_a_notification_that_cannot_be_stored_is_grouped_reported_and_retried(
+    env: dict[str, str], clean_env: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB refusing the suppression: the event raises (Lambda retries it), after its error group and Sentry
+    heard."""
+    import uuid
+
+    from underlay import sentry
+    from underlay.admin import errors
+    from underlay.settings import reset_settings
+
+    clean_env.setenv("UNDERLAY_TABLES__JOBS", "no-such-table")
+    clean_env.setenv("UNDERLAY_REDIS__PREFIX", f"t{uuid.uuid4().hex[:8]}:")
+    reset_settings()
+    reported: list[BaseException] = []
+    clean_env.setattr(sentry, "capture_exception", lambda exc, **tags: reported.append(exc))
+    with pytest.raises(Exception, match="ResourceNotFoundException") as raised:
+        notify(bounce("Permanent", "gone@example.com"))
+    (group,), _, _ = errors.list_groups()
+    assert group["source"] == "email_events" and group["count"] == 1
+    assert "gone@example.com" not in json.dumps(group)  # the message is normalized and redacted
+    assert reported == [raised.value]

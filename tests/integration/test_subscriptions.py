@@ -165,3 +165,41 @@ def test_records_that_cannot_be_delivered_fail_alone(env: dict[str, str]) -> Non
     expected = {m["MessageId"] for m in messages + strays} - {good}
     assert {f["itemIdentifier"] for f in response["batchItemFailures"]} == expected
     assert [s["event"]["detail"]["n"] for s in SEEN] == [1]
+
+
+def test_a_failing_handler_fills_its_error_group_and_its_last_attempt_reaches_sentry(
+    env: dict[str, str], clean_env: pytest.MonkeyPatch
+) -> None:
+    """Every failed delivery is an occurrence of the group (source `subscription:<name>`, the event's correlation
+    id); Sentry hears of the last receive before the DLQ only, as of a job's final attempt."""
+    import uuid
+
+    from underlay import sentry
+    from underlay.admin import errors
+    from underlay.settings import reset_settings
+
+    clean_env.setenv("UNDERLAY_REDIS__PREFIX", f"t{uuid.uuid4().hex[:8]}:")
+    reset_settings()
+    reported: list[tuple[BaseException, dict[str, str]]] = []
+    clean_env.setattr(sentry, "capture_exception", lambda exc, **tags: reported.append((exc, tags)))
+    flaky = Subscription(
+        "flaky",
+        {"source": ["myapp.orders"]},
+        "tests.integration.test_subscriptions:explode",
+        max_receive_count=2,
+    )
+    url, arn, _ = subscription_queue(flaky, prefix="g")
+    sqs().send_message(
+        QueueUrl=url, MessageBody=eventbridge_event({"explode": True, "correlation_id": "c-9"})
+    )
+    for _ in range(2):
+        messages, event = receive(url, arn)
+        assert len(messages) == 1
+        assert len(dispatch(event, None, subscriptions=[flaky])["batchItemFailures"]) == 1
+    (group,), _, _ = errors.list_groups()
+    assert (group["source"], group["type"], group["count"]) == ("subscription:flaky", "RuntimeError", 2)
+    assert group["message"] == "handler failed on purpose" and group["samples"] == ["c-9", "c-9"]
+    assert group["frame"].endswith("test_subscriptions.py:explode")
+    ((error, tags),) = reported
+    assert str(error) == "handler failed on purpose"
+    assert tags == {"source": "subscription:flaky", "subscription": "flaky"}

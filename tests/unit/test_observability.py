@@ -328,3 +328,57 @@ def test_an_unsampled_error_still_reaches_xray(recorder: object) -> None:
     assert doc["name"] == "## GET /v1/x error"
     assert doc["annotations"] == {"sampled_by": "error", "status": 500}
     assert doc["cause"]["exceptions"][0]["message"] == "why"
+
+
+# --- metric dimensions: exactly `stage` plus the emitter's own, whatever POWERTOOLS_SERVICE_NAME says ----------
+
+
+def _emf(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"_aws"' in line]
+
+
+@pytest.fixture
+def lambda_like(clean_env: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """Metrics on, and the service name CDK gives every function (`infra/constructs/functions.py`)."""
+    from underlay.observability import reset_observability
+
+    clean_env.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    clean_env.setenv("POWERTOOLS_SERVICE_NAME", "admin")
+    clean_env.setenv("UNDERLAY_STAGE", "prod")
+    reset_observability()
+    return clean_env
+
+
+def test_emit_metric_has_stage_and_its_own_dimensions_only(
+    lambda_like: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from underlay.observability import emit_metric
+
+    emit_metric("ServerErrors", function="admin")
+    (line,) = _emf(capsys.readouterr().out)
+    (directive,) = line["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "Underlay" and directive["Dimensions"] == [["stage", "function"]]
+    assert directive["Metrics"] == [{"Name": "ServerErrors", "Unit": "Count"}]
+    assert line["stage"] == "prod" and line["function"] == "admin" and "service" not in line
+
+
+def test_the_per_invocation_metrics_have_no_service_dimension_either(
+    lambda_like: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from underlay.observability import get_metrics
+
+    metrics = get_metrics()
+    metrics.add_metric(name="Requests", unit="Count", value=1)
+    metrics.flush_metrics()
+    (line,) = _emf(capsys.readouterr().out)
+    assert line["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["stage"]] and "service" not in line
+
+
+def test_emit_metric_writes_nothing_when_metrics_are_off(
+    lambda_like: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from underlay.observability import emit_metric
+
+    lambda_like.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    emit_metric("ServerErrors", function="admin")
+    assert _emf(capsys.readouterr().out) == []

@@ -200,3 +200,54 @@ print("sentry_sdk" in sys.modules)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def _logged(caplog: pytest.LogCaptureFixture, word: str) -> list[dict[str, Any]]:
+    """Captured records whose message mentions `word`, with every attribute (the `extra` fields too)."""
+    return [vars(r) for r in caplog.records if word in r.getMessage()]
+
+
+def test_an_unreadable_secret_is_logged_by_type_and_code_only(
+    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from moto import mock_aws
+    from underlay.sentry import init_sentry, reset_sentry
+
+    arn = "arn:aws:secretsmanager:us-east-1:1:secret:nope-4f2a"
+    clean_env.setenv("UNDERLAY_OBSERVABILITY__SENTRY_DSN_SECRET_ARN", arn)
+    reset_sentry()
+    with mock_aws():
+        assert init_sentry() is False
+    (record,) = _logged(caplog, "sentry off")
+    assert record["error"].isidentifier() and "nope-4f2a" not in json.dumps(record, default=str)
+
+
+def test_invalid_settings_leave_sentry_off_without_a_log_line(
+    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pydantic error echoes input values; it is reported once, with field names, where it is raised."""
+    from underlay.sentry import init_sentry, reset_sentry
+
+    clean_env.setenv("UNDERLAY_OBSERVABILITY__SENTRY_DSN", DSN)
+    clean_env.setenv("UNDERLAY_ADMIN__METRICS_TTL_DAYS", "-7319")
+    reset_sentry()
+    assert init_sentry() is False
+    assert init_sentry() is False
+    assert _logged(caplog, "sentry") == []
+
+
+def test_record_failure_reaches_sentry_scrubbed_and_tagged(sentry: Any) -> None:
+    """Subscriptions and the stream and SNS consumers report through `record_failure`, flushed before it returns."""
+    from underlay import context
+    from underlay.admin.recorder import record_failure
+
+    with context.bound(context.RequestContext(correlation_id="evt-9", route="audit_archive")):
+        try:
+            raise RuntimeError(f"put failed (password={SECRET})")
+        except RuntimeError as exc:
+            record_failure("audit_archive", exc)
+            record_failure("audit_archive", exc, report=False)  # a retry that is not the last: group only
+    (event,) = sentry.events()  # sent already: record_failure flushes
+    assert event["tags"]["source"] == "audit_archive" and event["tags"]["correlation_id"] == "evt-9"
+    assert event["exception"]["values"][-1]["type"] == "RuntimeError"
+    assert SECRET not in sentry.raw()

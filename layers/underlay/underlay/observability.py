@@ -3,10 +3,16 @@
 - `get_logger()`: Powertools Logger writing single-line JSON with `service`, `stage`, `cold_start` and, per request
   (set by `underlay.http`), `correlation_id`, `trace_id`, `method`, `path` and `user`, with secrets redacted by key (authorization, token, password, secret, api_key, cookie), and
   bearer tokens, JWTs and `password=...`-style assignments redacted inside any string.
-- `get_metrics()`: Powertools Metrics (CloudWatch EMF), one namespace from settings; `emit_metric()` for one
-  metric with extra dimensions. The metrics and their dimensions are listed in the README.
+- `get_metrics()`: Powertools Metrics (CloudWatch EMF), one namespace from settings, flushed per invocation;
+  `emit_metric()` for one metric written at once, with its own dimensions. The metrics are listed in the README.
 - `get_tracer()`: Powertools Tracer, created only when tracing is enabled (its import costs ~250 ms).
 - `sample_trace()` / `traced()`: the per-request sampling decision (see "Trace sampling" below).
+
+Metric dimensions. Every metric of the layer carries exactly `stage` plus the dimensions its emitter names
+(`function`, `dependency`, `tier` and `route`), nothing else: CloudWatch identifies a metric by its whole dimension
+set, and the alarms and the dashboard (`infra/constructs/monitoring.py`) watch that set. In particular no `service`:
+Powertools would add it from `POWERTOOLS_SERVICE_NAME`, which CDK sets to each function's name, and the metric would
+go out under a dimension set no alarm watches (tests/infra/test_monitoring.py checks the EMF against the alarms).
 
 Trace sampling. A request carrying a valid W3C `traceparent` keeps its caller's decision (the `sampled` flag,
 bit 0 of trace-flags). Without one, `observability.trace_sample_rate` (default 0.1) of requests are sampled. The
@@ -95,19 +101,25 @@ def get_metrics() -> Metrics:
         namespace = get_settings().observability.metrics_namespace
     except Exception:
         namespace = "Underlay"
-    service, stage, _ = _identity()
-    metrics = Metrics(namespace=namespace, service=service)
+    _, stage, _ = _identity()
+    # service="": no `service` dimension, whatever POWERTOOLS_SERVICE_NAME says (see "Metric dimensions").
+    metrics = Metrics(namespace=namespace, service="")
     metrics.set_default_dimensions(stage=stage)
     return metrics
 
 
 def emit_metric(name: str, value: float = 1, unit: str = "Count", **dimensions: str) -> None:
-    """One metric with extra dimensions (`dependency="payments"`), flushed now as its own EMF line; it shares
-    the namespace and the `service`/`stage` dimensions of `get_metrics()`. Keep dimension values bounded."""
-    from aws_lambda_powertools.metrics import EphemeralMetrics
+    """One metric written now as its own EMF line, in the namespace of `get_metrics()`, with the dimensions
+    `stage` plus `dimensions` (`function="admin"`) and no others. Keep dimension values bounded.
 
+    The one way the layer emits a metric outside the per-invocation flush: the alarms watch these."""
+    from aws_lambda_powertools.metrics import EphemeralMetrics
+    from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+
+    if is_metrics_disabled():
+        return
     shared = get_metrics()
-    metrics = EphemeralMetrics(namespace=shared.namespace, service=shared.service)
+    metrics = EphemeralMetrics(namespace=shared.namespace, service="")
     for key, dim in {**shared.default_dimensions, **dimensions}.items():
         metrics.add_dimension(name=key, value=str(dim))
     metrics.add_metric(name=name, unit=unit, value=value)

@@ -473,23 +473,11 @@ class RateLimitHook:
     def _violation(request: RequestInfo, subject: str, decision: Decision, sample_rate: float) -> None:
         import random
 
-        from aws_lambda_powertools.metrics import MetricUnit, single_metric
-        from aws_lambda_powertools.metrics.functions import is_metrics_disabled
         from underlay.admin.metrics import count_violation
-        from underlay.observability import get_logger, get_metrics
+        from underlay.observability import emit_metric, get_logger
 
         count_violation(request.route_key, decision.policy)  # the 24 h figure and the Prometheus counter
-        if not is_metrics_disabled():
-            shared = get_metrics()
-            with single_metric(
-                name="RateLimitViolations",
-                unit=MetricUnit.Count,
-                value=1,
-                namespace=shared.namespace,
-                default_dimensions=shared.default_dimensions,
-            ) as metric:
-                metric.add_dimension(name="tier", value=decision.policy)
-                metric.add_dimension(name="route", value=request.route_key)
+        emit_metric("RateLimitViolations", tier=decision.policy, route=request.route_key)
         if random.random() < sample_rate:  # noqa: S311 - sampling, not security
             get_logger().info(
                 "rate limited",

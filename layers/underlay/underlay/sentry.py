@@ -12,8 +12,10 @@ breadcrumbs, exception messages), with the correlation id and route as tags. Fra
 
 The HTTP factory turns every exception into a 500, so nothing escapes to Sentry's Lambda integration from an API
 function: `hook` (in `underlay.http.REQUEST_HOOKS`) captures the unexpected error behind a 500
-(`RequestInfo.error`). Elsewhere (job handlers, consumers) call `capture_exception(exc)`. The Lambda integration is
-still enabled on Lambda for what it adds: the invocation context and timeout warnings.
+(`RequestInfo.error`). Elsewhere call `capture_exception(exc)`: the job worker does for a job's final failure, and
+subscription handlers and the stream and SNS consumers go through `underlay.admin.recorder.record_failure` (the
+error group, then Sentry, flushed). The Lambda integration is still enabled on Lambda for what it adds: the
+invocation context and timeout warnings.
 """
 
 from __future__ import annotations
@@ -76,11 +78,21 @@ def init_sentry() -> bool:
     with _lock:
         if _enabled is not None or time.monotonic() < _retry_at:
             return bool(_enabled)
+        from pydantic import ValidationError
+
         try:
             dsn = _dsn()
+        except ValidationError:  # invalid settings: said once, with the fields, where raised (CONFIG_INVALID)
+            return False
         except Exception as exc:  # the secret could not be read: no Sentry for now, the request goes on
+            from underlay.aws import error_code
+
             _retry_at = time.monotonic() + _RETRY_SECONDS
-            get_logger().warning("sentry off for now: the DSN could not be read", extra={"error": repr(exc)})
+            # The type and AWS error code only: an exception's text may carry values (a secret, an input).
+            get_logger().warning(
+                "sentry off for now: the DSN could not be read",
+                extra={"error": type(exc).__name__, "error_code": error_code(exc)},
+            )
             return False
         if dsn is None:
             _enabled = False

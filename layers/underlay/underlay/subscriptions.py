@@ -173,7 +173,10 @@ def deliver(record: SQSRecord, subscriptions: Sequence[Subscription]) -> Any:
         try:
             return sub.resolve()(body)
         except Exception as error:
+            from underlay.admin.recorder import record_failure
+
             receives = int(record.attributes.approximate_receive_count or 1)
+            final = receives >= sub.max_receive_count
             get_logger().warning(
                 "subscription handler failed",
                 extra={
@@ -181,10 +184,13 @@ def deliver(record: SQSRecord, subscriptions: Sequence[Subscription]) -> Any:
                     "event_id": body.get("id"),
                     "detail_type": body.get("detail-type"),
                     "receive": receives,
-                    "to_dlq_next": receives >= sub.max_receive_count,
+                    "to_dlq_next": final,
                     "error": f"{type(error).__name__}: {str(error)[:300]}",
                 },
             )
+            # Every failed delivery is an occurrence of its error group; Sentry hears of the last one before the
+            # DLQ (as of a job's final attempt), not of each retry.
+            record_failure(f"subscription:{sub.name}", error, report=final, subscription=sub.name)
             raise
 
 

@@ -1,4 +1,5 @@
-"""Error groups: every unexpected error of every API function and every failed job attempt, grouped in Redis.
+"""Error groups: every unexpected error of every function (the request hook, the job worker, subscriptions and
+the stream and SNS consumers, all through `underlay.admin.recorder.record_occurrence`), grouped in Redis.
 
 A group's fingerprint is the exception type, its message normalized (quoted strings, UUIDs, ULIDs, hex ids and
 numbers replaced by placeholders, so `job 01J... not found` and `job 01K... not found` are one group) and the
@@ -46,7 +47,7 @@ class Occurrence(NamedTuple):
     type: str
     message: str  # normalized (and redacted): never the raw message, which may carry user data
     frame: str  # `package/module.py:function` of the innermost frame
-    source: str  # the route key, or `job:<type>`
+    source: str  # the route key, `job:<type>`, `subscription:<name>` or a consumer's name
     correlation_id: str
 
 
@@ -151,8 +152,7 @@ def check_spike(found: Occurrence, hour_count: Any, cfg: AdminSettings) -> bool:
     if count != cfg.error_spike_threshold:
         return False
     from underlay import events
-    from underlay.admin.metrics import emit
-    from underlay.observability import get_logger
+    from underlay.observability import emit_metric, get_logger
 
     detail = {
         "fingerprint": found.fingerprint,
@@ -164,25 +164,9 @@ def check_spike(found: Occurrence, hour_count: Any, cfg: AdminSettings) -> bool:
         "threshold": cfg.error_spike_threshold,
     }
     get_logger().warning("error spike", extra={"error_group": detail})
-    emit("ErrorSpike")
+    emit_metric("ErrorSpike")
     events.publish("ErrorAggregated", detail)
     return True
-
-
-def record(
-    error: BaseException, source: str, correlation_id: str, *, now: float | None = None
-) -> Occurrence | None:
-    """Record one occurrence on its own (the job worker): one round trip; never raises for Redis trouble."""
-    from underlay.admin.recorder import redis_round_trip
-    from underlay.admin.settings import admin_settings
-
-    cfg = admin_settings()
-    found = occurrence(error, source, correlation_id)
-    results, index = redis_round_trip(lambda pipe: queue(pipe, found, now or time.time(), cfg))
-    if results is None or index is None:
-        return None
-    check_spike(found, results[index], cfg)
-    return found
 
 
 # --- reading ----------------------------------------------------------------------------------------
@@ -246,22 +230,29 @@ def list_groups(
 
     now = time.time() if now is None else now
     scope = "admin:errors"
-    high: Any = "+inf"
+    high = 0.0
     after: str | None = None
     if cursor:
         position = pagination.decode(cursor, scope)
         high, after = float(position["s"]), str(position["f"])
 
     def read() -> tuple[list[dict[str, Any]], str | None]:
-        # Members with the cursor's score come in reverse member order; skip those up to the cursor's one.
-        rows = _redis().zrevrangebyscore(
-            _key("groups"), high, "-inf", start=0, num=limit + 17, withscores=True
-        )
-        page = [
-            (m.decode(), s)
-            for m, s in rows
-            if after is None or s < high or (s == high and m.decode() < after)
-        ]
+        groups = _redis()
+        if after is None:
+            rows = groups.zrevrangebyscore(
+                _key("groups"), "+inf", "-inf", start=0, num=limit + 1, withscores=True
+            )
+        else:
+            # The order is (score, member) descending. After the cursor come the members sharing its score with
+            # a smaller member (one in practice: scores are time.time()), then those strictly below it.
+            pipe = groups.pipeline(transaction=False)
+            pipe.zrevrangebyscore(_key("groups"), high, high, withscores=True)
+            pipe.zrevrangebyscore(
+                _key("groups"), f"({high!r}", "-inf", start=0, num=limit + 1, withscores=True
+            )
+            ties, below = pipe.execute()
+            rows = [(m, s) for m, s in ties if m.decode() < after] + below
+        page = [(m.decode(), s) for m, s in rows]
         more = len(page) > limit
         page = page[:limit]
         views = _details([fp for fp, _ in page], now)

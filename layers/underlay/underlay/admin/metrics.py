@@ -164,26 +164,6 @@ def queue_job(pipe: Pipeline, job_type: str, outcome: str, cfg: AdminSettings) -
     pipe.expire(key, cfg.metrics_ttl_days * 86400)
 
 
-def emit(name: str, **dimensions: str) -> None:
-    """One EMF count (CloudWatch), flushed at once: the alarms in `infra/constructs/monitoring.py` watch these."""
-    from aws_lambda_powertools.metrics import MetricUnit, single_metric
-    from aws_lambda_powertools.metrics.functions import is_metrics_disabled
-    from underlay.observability import get_metrics
-
-    if is_metrics_disabled():
-        return
-    shared = get_metrics()
-    with single_metric(
-        name=name,
-        unit=MetricUnit.Count,
-        value=1,
-        namespace=shared.namespace,
-        default_dimensions=shared.default_dimensions,
-    ) as metric:
-        for dimension, value in dimensions.items():
-            metric.add_dimension(name=dimension, value=value)
-
-
 # --- reading ----------------------------------------------------------------------------------------
 
 
