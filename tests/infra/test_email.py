@@ -149,7 +149,11 @@ def test_email_events_may_write_the_jobs_table_and_nothing_more(synth: Synth) ->
         arn(synth, messaging.topic_dlqs["email_events"])
     }
     services = {a.split(":")[0] for s in statements for a in as_list(s["Action"])}
-    assert services <= {"dynamodb", "kms", "sqs", "logs", "xray"}, services
+    # secretsmanager: the Redis AUTH token only (its error groups live in Redis)
+    assert services <= {"dynamodb", "kms", "sqs", "logs", "xray", "secretsmanager"}, services
+    assert allowed(statements, "secretsmanager:")["secretsmanager:GetSecretValue"] == {
+        json.dumps({"Ref": synth.logical_id(synth.stack.cache.secret)})
+    }
     assert _env(synth, "email_events")[declaration.env_name("table", "jobs")] == ref(
         synth.logical_id(data.tables["jobs"])
     )

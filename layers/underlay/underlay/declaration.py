@@ -239,6 +239,7 @@ FUNCTIONS: tuple[Function, ...] = (
         description="Archives audit entries that TTL removes to the audit bucket (gzip JSONL by date).",
         memory_mb=256,
         timeout_s=60,
+        needs_redis=True,  # error groups (underlay.admin) live in Redis
         grants=(Grant("bucket", "audit", "put_only"), Grant("bus", "*", "write")),
         table_stream="audit",
     ),
@@ -286,6 +287,7 @@ FUNCTIONS: tuple[Function, ...] = (
         description="Runs event-bus subscriptions from their sub-<name> queues (partial batch responses).",
         memory_mb=256,
         timeout_s=SUBSCRIBER_TIMEOUT_S,
+        needs_redis=True,  # error groups (underlay.admin) live in Redis
         consumes=tuple(s.queue_name for s in SUBSCRIPTIONS),
         grants=(Grant("table", "audit", "append"), Grant("bus", "*", "write")),  # audit-on-job-failure
     ),
@@ -294,6 +296,7 @@ FUNCTIONS: tuple[Function, ...] = (
         description="Suppresses e-mail addresses from SES bounce and complaint notifications (SNS).",
         memory_mb=256,
         timeout_s=30,
+        needs_redis=True,  # error groups (underlay.admin) live in Redis
         topic="email-events",
         grants=(Grant("table", "jobs", "write"),),  # PutItem of SUPPRESS# items
     ),

@@ -385,8 +385,7 @@ class UnderlayApp(APIGatewayHttpResolver):
         if self.request_info is not None:
             self.request_info.error = error
         if isinstance(error, ValidationError) and error.title == "Settings":
-            fields = [".".join(str(p) for p in e["loc"]) for e in error.errors()]
-            get_logger().error("configuration is invalid", extra={"fields": fields})
+            # Logged once per load attempt, with every bad field, by `underlay.config.runtime`; not per request.
             return ConfigInvalidError("The service configuration is invalid; see the logs for the fields.")
         get_logger().exception("unhandled error")
         return UnderlayError("An unexpected error occurred.")

@@ -279,9 +279,10 @@ def _failed(job: dict[str, Any], spec: Any, record: SQSRecord, error: Exception,
     # Every failed attempt is an occurrence of its error group; the outcome says whether it is retried.
     record_job(job["type"], "retried" if attempt < int(job["max_attempts"]) else "failed", error)
     if attempt >= int(job["max_attempts"]):  # a final failure reaches Sentry (when configured), once per job
-        from underlay.sentry import capture_exception
+        from underlay import sentry
 
-        capture_exception(error, job_type=str(job["type"]), job_id=str(job["id"]))
+        if sentry.capture_exception(error, job_type=str(job["type"]), job_id=str(job["id"])) is not None:
+            sentry.flush(timeout=1.0)  # before Lambda can freeze the instance
     get_logger().warning(
         "job attempt failed",
         extra={"job_id": job["id"], "type": job["type"], "attempt": attempt, "error": message},
