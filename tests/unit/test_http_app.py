@@ -142,12 +142,26 @@ def test_cors_origin_from_settings(clean_env: pytest.MonkeyPatch) -> None:
     assert "Access-Control-Allow-Origin" not in headers
 
 
-def test_one_access_log_line_per_request(caplog: pytest.LogCaptureFixture) -> None:
+def test_one_access_log_line_per_request() -> None:
+    import logging
+
     from underlay.observability import get_logger
 
-    call(event("GET", "/v1/nope", x_correlation_id="log-check"))
     formatter = get_logger().registered_formatter
-    lines = [json.loads(formatter.format(r)) for r in caplog.records]
+    lines: list[dict[str, Any]] = []
+
+    class Tap(logging.Handler):  # formats each record as it is emitted, as the real handler does
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(formatter.format(record)))
+
+    tap = Tap()
+    logging.getLogger("underlay").addHandler(tap)
+    try:
+        call(event("GET", "/v1/nope", x_correlation_id="log-check"))
+    finally:
+        logging.getLogger("underlay").removeHandler(tap)
+    after = json.loads(formatter.format(logging.makeLogRecord({"msg": "later", "levelname": "INFO"})))
+    assert "correlation_id" not in after and "method" not in after  # the request's keys ended with it
     access = [line for line in lines if line.get("message") == "request"]
     assert len(access) == 1
     assert access[0]["method"] == "GET" and access[0]["route"] == "/v1/nope" and access[0]["status"] == 404

@@ -256,11 +256,17 @@ class UnderlayApp(APIGatewayHttpResolver):
             out_headers["traceparent"] = self.traceparent
             out_headers.update(self._cors_headers(headers.get("origin")))
             self._run_after_hooks(request, status, out_headers)
+        self._finish(request, route_key if route_key and route_key != "$default" else path, status)
+        return response
+
+    def _finish(self, request: RequestInfo, route: str, status: int) -> None:
+        """The access-log line and the request metrics; then the request's log keys end with it, so a line
+        outside a request (a worker batch in the local stack, a background flush) never carries its caller."""
+        logger = get_logger()
         latency_ms = round((time.perf_counter() - request.started) * 1000, 2)
-        route = route_key if route_key and route_key != "$default" else path
         logger.info("request", extra={"route": route, "status": status, "latency_ms": latency_ms})
         self._emit_request_metrics(status, latency_ms)
-        return response
+        logger.remove_keys(["correlation_id", "trace_id", "method", "path", "user"])
 
     def _run_before_hooks(self, request: RequestInfo) -> None:
         for hook in self.hooks:
