@@ -213,9 +213,7 @@ def _cold_load() -> Loaded:
     if table:
         try:
             snapshot = store.load(table)
-        except (
-            Exception
-        ) as error:  # the table is unreachable: serve defaults, stage and env; retry on refresh
+        except Exception as error:  # unreachable: serve defaults, stage and env; retry at the next boundary
             load_error, snapshot = error, store.UNKNOWN
     try:
         loaded = build(snapshot, stage=stage, env=env, table=table)
