@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticache as elasticache
-from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from infra.constructs import acknowledge
+from infra.constructs import acknowledge, generated_secret
 
 PORT = 6379
 # Valkey is the open-source continuation of Redis OSS 7.2: the same protocol and commands (redis-py speaks
@@ -36,25 +35,13 @@ class Cache(Construct):
         replicas: int,
     ) -> None:
         super().__init__(scope, id)
-        self.secret = secretsmanager.Secret(
+        self.secret = generated_secret(
             self,
             "AuthToken",
             description=f"Underlay {stage}: ElastiCache AUTH token",
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                secret_string_template="{}",  # noqa: S106 (an empty JSON object; the token is generated)
-                generate_string_key="token",
-                # ElastiCache rejects @, " and / in a token; letters and digits only is simplest and still
-                # ~380 bits at this length.
-                exclude_punctuation=True,
-                include_space=False,
-                password_length=64,
-            ),
-        )
-        acknowledge(
-            self.secret,
-            "AwsSolutions-SMG4",
-            "Rotating an ElastiCache AUTH token needs a two-phase ROTATE/SET update on the replication group, "
-            "which Secrets Manager's rotation Lambdas do not do; rotate by redeploying with a new token.",
+            key="token",
+            rotation="Rotating an ElastiCache AUTH token needs a two-phase ROTATE/SET update on the replication "
+            "group, which Secrets Manager's rotation Lambdas do not do; rotate by redeploying with a new token.",
         )
 
         self.security_group = ec2.SecurityGroup(

@@ -15,7 +15,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from infra.constructs import acknowledge
+from infra.constructs import generated_secret
 
 
 class Secrets(Construct):
@@ -34,24 +34,14 @@ class Secrets(Construct):
             if sentry_dsn_secret_arn
             else None
         )
-        self.cursor = secretsmanager.Secret(
+        self.cursor = generated_secret(
             self,
             "CursorKey",
             description=f"Underlay {stage}: HMAC key that signs list cursors",
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                secret_string_template="{}",  # noqa: S106 (an empty JSON object; the key is generated)
-                generate_string_key="value",
-                exclude_punctuation=True,
-                include_space=False,
-                password_length=64,
-            ),
+            key="value",
+            rotation="Rotating the cursor key only invalidates cursors handed out before the rotation (clients "
+            "restart the listing); rotate it by deleting the generated value and redeploying.",
             removal_policy=removal_policy,
-        )
-        acknowledge(
-            self.cursor,
-            "AwsSolutions-SMG4",
-            "Rotating the cursor key only invalidates cursors handed out before the rotation (clients restart the "
-            "listing); rotate it by deleting the generated value and redeploying, no rotation Lambda needed.",
         )
 
     def grant_sentry(self, grantee: iam.IGrantable) -> None:
