@@ -130,14 +130,7 @@ class Monitoring(Construct):
                 f"{name}: p95 duration above {api_p95_latency_ms} ms",
             )
         redis_memory = [
-            cw.Metric(
-                namespace="AWS/ElastiCache",
-                metric_name="DatabaseMemoryUsagePercentage",
-                dimensions_map={"CacheClusterId": node},
-                period=PERIOD,
-                statistic="Maximum",
-            )
-            for node in cache_cluster_ids
+            _cache_node_metric("DatabaseMemoryUsagePercentage", node, "Maximum") for node in cache_cluster_ids
         ]
         for i, metric in enumerate(redis_memory):
             self._alarm(
@@ -252,14 +245,7 @@ class Monitoring(Construct):
             cw.GraphWidget(
                 title="Redis keyspace hit rate (%)",
                 left=[
-                    cw.Metric(
-                        namespace="AWS/ElastiCache",
-                        metric_name="CacheHitRate",
-                        dimensions_map={"CacheClusterId": node},
-                        period=PERIOD,
-                        statistic="Average",
-                        label=f"node {i + 1} hit rate",
-                    )
+                    _cache_node_metric("CacheHitRate", node, "Average", label=f"node {i + 1} hit rate")
                     for i, node in enumerate(cache_cluster_ids)
                 ],
             ),
@@ -318,3 +304,15 @@ class Monitoring(Construct):
         alarm.add_ok_action(self._action)
         self.alarms[name] = alarm
         return alarm
+
+
+def _cache_node_metric(name: str, node: str, statistic: str, *, label: str | None = None) -> cw.Metric:
+    """An ElastiCache metric of one node (`CacheClusterId` is the node, `<replication group>-00N`)."""
+    return cw.Metric(
+        namespace="AWS/ElastiCache",
+        metric_name=name,
+        dimensions_map={"CacheClusterId": node},
+        period=PERIOD,
+        statistic=statistic,
+        label=label,
+    )
